@@ -1,0 +1,85 @@
+"""Atomic file writing and NIfTI / PNG / JSON helpers shared by scripts, configs and handlers.
+
+Every writer goes through :func:`atomic_path`: data land in a hidden temporary file in the target
+folder and are renamed into place only when complete, so an interrupted run never leaves a file
+that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _split_ext(name: str) -> tuple[str, str]:
+    for ext in (".nii.gz", ".tar.gz"):
+        if name.endswith(ext):
+            return name[: -len(ext)], ext
+    stem, ext = os.path.splitext(name)
+    return stem, ext
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same extension); rename it to ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem, ext = _split_ext(path.name)
+    tmp = path.with_name(f".{stem}.tmp{os.getpid()}{ext}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_nifti(array: np.ndarray, path: str | os.PathLike, spacing: Sequence[float] | None = None) -> Path:
+    """Write ``array`` as NIfTI (axes stored as given) with a diagonal affine from ``spacing`` (mm)."""
+    import nibabel as nib
+
+    affine = np.eye(4)
+    if spacing is not None:
+        affine[: len(spacing), : len(spacing)] = np.diag([float(s) for s in spacing])
+    img = nib.Nifti1Image(np.asarray(array), affine)
+    if spacing is not None:
+        img.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI file: (array as stored, voxel spacing). Raises ValueError naming the file if unreadable."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        return np.asarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms())
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # nibabel raises several types for corrupt files
+        raise ValueError(f"cannot read NIfTI file {path}: {e}") from e
+
+
+def save_json(obj, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+    return Path(path)

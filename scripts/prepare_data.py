@@ -1,0 +1,44 @@
+"""Prepare data for the bundle.
+
+    python scripts/prepare_data.py phantoms --out data/phantoms --num 24 --size 128,128,128 --seed 0
+    python scripts/prepare_data.py octa500 --src OCTA_6mm/OCT --out data/octa500 --size 128,128,128 [--categories table.csv]
+    python scripts/prepare_data.py preview --image data/phantoms/images/oct_0000.nii.gz --out preview.png
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import fire  # noqa: E402
+
+from bundle.data.prepare import prepare_octa500, prepare_phantoms, write_preview  # noqa: E402
+
+
+def phantoms(out, num=24, size="128,128,128", seed=0, test_fraction=0.33, pathology="random"):
+    """Generate OCT phantoms, their labels and datalist.json in OUT (reruns skip finished cases)."""
+    dl = prepare_phantoms(out, num, size, seed, test_fraction, pathology)
+    print(f"wrote {len(dl['training'])} training + {len(dl['test'])} test phantoms to {out}/datalist.json")
+
+
+def octa500(src, out, size="128,128,128", categories=None, test_fraction=1 / 3, seed=0, fov_mm=(6.0, 2.0, 6.0)):
+    """Convert OCTA-500 B-scan folders in SRC to NIfTI volumes and datalist.json in OUT."""
+    dl = prepare_octa500(src, out, size, categories, test_fraction, seed, fov_mm)
+    print(f"wrote {len(dl['training'])} training + {len(dl['test'])} test volumes to {out}/datalist.json")
+
+
+def preview(image, out):
+    """Write the en-face / B-scan / inter-slice preview PNG of IMAGE to OUT."""
+    print(write_preview(image, out))
+
+
+def main():
+    try:
+        fire.Fire({"phantoms": phantoms, "octa500": octa500, "preview": preview})
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
