@@ -1,9 +1,11 @@
 """Benchmarks that print one JSON line each.
 
     python scripts/benchmark.py phantom --size 128,128,128 [--repeats 5]
+    python scripts/benchmark.py decode --size 256,256,256 --mode stack|window [--model dec_m|slice2d|autoencoderkl3d]
 """
 
 import json
+import json as _json
 import os
 import resource
 import statistics
@@ -14,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fire  # noqa: E402
 
+from bundle.benchmarks import DECODE_MODELS, run_in_fresh_process  # noqa: E402
 from bundle.data.oct_phantom import generate_oct_phantom  # noqa: E402
 
 
@@ -41,5 +44,26 @@ def phantom(size="128,128,128", repeats=3, seed=0):
     print(json.dumps(result))
 
 
+def decode(size="128,128,128", mode="stack", model="dec_m", chunk_size=16, memory_limit_gb=20.0, json=True):
+    """Decode random latents of a D,H,W volume in a fresh process; print seconds and peak RSS.
+
+    model: dec_m (Dec2D + 3D adaptors, sliding-slice MODE window|stack), slice2d (plain Dec2D, no
+    adaptors) or autoencoderkl3d (MONAI AutoencoderKL 3D decoder of the same widths, whole latent at
+    once). The process is capped at MEMORY_LIMIT_GB of address space, so a model that does not fit
+    is reported as out_of_memory instead of exhausting the machine.
+    """
+    dims = _size(size)
+    if model not in DECODE_MODELS:
+        raise ValueError(f"model must be one of {DECODE_MODELS}, got {model!r}")
+    if mode not in ("window", "stack"):
+        raise ValueError(f"mode must be window or stack, got {mode!r}")
+    if any(d % 8 for d in dims):
+        raise ValueError(f"size {dims}: every dimension must be a multiple of 8")
+    result = run_in_fresh_process(["decode", ",".join(map(str, dims)), model, mode, str(int(chunk_size))], memory_limit_gb)
+    result.setdefault("size", list(dims))
+    result.setdefault("model", model)
+    print(_json.dumps(result))
+
+
 if __name__ == "__main__":
-    fire.Fire({"phantom": phantom})
+    fire.Fire({"phantom": phantom, "decode": decode})

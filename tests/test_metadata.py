@@ -31,13 +31,25 @@ def test_metadata_follows_bundle_schema_and_pins():
     assert out["modality"] == "OCT" and out["spatial_shape"] == ["D", "H", "W"] and out["value_range"] == [-1, 1]
 
 
-def test_every_config_parses():
+OVERLAYS = {  # stage config -> the configs it overlays, in order
+    "train_autoencoder2d.json": ["common.json", "train_nhae_base.json"],
+    "train_nhae.json": ["common.json", "train_nhae_base.json"],
+    "train_decoder_adaptors.json": ["common.json", "train_nhae_base.json"],
+    "train_nhae_base.json": ["common.json"],
+}
+
+
+def test_every_config_parses_and_builds_its_trainer():
     from monai.bundle import ConfigParser
 
     for cfg in sorted((ROOT / "configs").glob("*.json")):
         p = ConfigParser()
-        p.read_config(str(cfg))
+        p.read_config([str(ROOT / "configs" / f) for f in OVERLAYS.get(cfg.name, [])] + [str(cfg)])
         assert p.config, cfg.name
+        if cfg.name.startswith("train_") and cfg.name != "train_nhae_base.json":
+            p["bundle_root"] = str(ROOT)
+            assert p.get_parsed_content("nhae_def") is not None
+            assert p.get_parsed_content("iteration").stage == p["stage"]
 
 
 def test_readme_has_the_two_commands():

@@ -1,0 +1,81 @@
+"""Measurements behind ``scripts/benchmark.py``: each runs in a fresh process so peak RSS is its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+DEFAULT_NHAE = dict(channels_2d=(16, 32, 64, 64), channels_3d=(16, 32, 64), sr_channels=32, latent_channels=4,
+                    num_res_blocks=1, norm_num_groups=8)
+DECODE_MODELS = ("dec_m", "slice2d", "autoencoderkl3d")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def decode_worker(size: tuple[int, int, int], model: str, mode: str, chunk_size: int, seed: int = 0) -> dict:
+    """Decode random latents of a (D, H, W) volume once; returns seconds and peak RSS of this process."""
+    from monai.networks.nets import AutoencoderKL
+
+    from .inferers import SlidingSliceDecoder
+    from .networks import NonHolisticAutoencoder
+
+    torch.manual_seed(seed)
+    D, H, W = size
+    c = DEFAULT_NHAE["latent_channels"]
+    baseline = _rss_mb()
+    with torch.no_grad():
+        if model == "autoencoderkl3d":
+            ae = AutoencoderKL(spatial_dims=3, in_channels=1, out_channels=1, channels=DEFAULT_NHAE["channels_2d"], latent_channels=c,
+                               num_res_blocks=1, norm_num_groups=8, attention_levels=(False,) * 4,
+                               with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False).eval()
+            z = torch.randn(1, c, D // 8, H // 8, W // 8)
+            t0 = time.perf_counter()
+            out = ae.decode(z)
+        else:
+            net = NonHolisticAutoencoder(**DEFAULT_NHAE).eval()
+            for a in net.dec_m.adaptors:  # trained adaptors are non-zero; cost does not depend on values
+                torch.nn.init.normal_(a.conv.weight, std=0.01)
+            z = torch.randn(c, D, H // 8, W // 8)
+            dec = SlidingSliceDecoder("slice2d" if model == "slice2d" else mode, chunk_size=chunk_size)
+            t0 = time.perf_counter()
+            out = dec(z, net.dec_m)
+        seconds = time.perf_counter() - t0
+    return {"benchmark": "decode", "model": model, "mode": mode if model == "dec_m" else "whole" if model == "autoencoderkl3d" else "slice2d",
+            "size": [D, H, W], "chunk_size": chunk_size, "seconds": round(seconds, 3), "peak_rss_mb": round(_rss_mb(), 1),
+            "baseline_rss_mb": round(baseline, 1), "output_shape": list(out.shape), "threads": torch.get_num_threads()}
+
+
+def run_in_fresh_process(args: list[str], memory_limit_gb: float | None = None, timeout: float | None = None) -> dict:
+    """Run ``python -m bundle.benchmarks ARGS`` and parse its last JSON line; report OOM / failure as such."""
+    def _limit():
+        if memory_limit_gb:
+            lim = int(memory_limit_gb * 1024**3)
+            resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bundle.benchmarks", *args], cwd=root, capture_output=True, text=True,
+                              preexec_fn=_limit, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "timeout_s": timeout}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return dict(json.loads(lines[-1]), status="ok")
+    err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+    oom = "memory" in proc.stderr.lower() or "alloc" in proc.stderr.lower() or proc.returncode in (-9, 137)
+    return {"status": "out_of_memory" if oom else "failed", "error": err[-300:], "memory_limit_gb": memory_limit_gb}
+
+
+if __name__ == "__main__":  # worker entry: python -m bundle.benchmarks decode D,H,W MODEL MODE CHUNK
+    kind, size, model, mode, chunk = sys.argv[1:6]
+    if kind != "decode":
+        raise SystemExit(f"unknown worker {kind}")
+    print(json.dumps(decode_worker(tuple(int(s) for s in size.split(",")), model, mode, int(chunk))))

@@ -1,0 +1,8 @@
+"""Inferers MONAI lacks: sliding-slice decoding and the CA-LDM cascade."""
+
+from .sliding_slice import SlidingSliceDecoder
+
+__all__ = ["SlidingSliceDecoder"]
+from .reconstruction import NHAEReconstructionInferer  # noqa: E402
+
+__all__ += ["NHAEReconstructionInferer"]

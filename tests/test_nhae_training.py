@@ -1,0 +1,127 @@
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+from monai.networks.nets import PatchDiscriminator
+
+from bundle.data.prepare import prepare_phantoms
+from bundle.engines import NHAEIteration
+from bundle.handlers import latest_checkpoint
+from bundle.networks import NonHolisticAutoencoder, load_weights, save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(channels_2d=(8, 8, 16, 16), channels_3d=(8, 8, 16), sr_channels=8, latent_channels=4, num_res_blocks=1,
+            norm_num_groups=4)
+
+
+def _engine(net, stage, iteration=1):
+    opt = torch.optim.Adam(net.trainable_parameters(stage), lr=1e-3)
+    return SimpleNamespace(network=net, optimizer=opt, non_blocking=False,
+                           state=SimpleNamespace(device=torch.device("cpu"), iteration=iteration))
+
+
+@pytest.mark.parametrize("stage,shape,trained,frozen", [
+    ("autoencoder2d", (4, 1, 32, 32), "dec_m.autoencoder.decoder", "thumbnail_encoder"),
+    ("nhae", (1, 1, 16, 32, 32), "f_sr", "dec_m.autoencoder.decoder"),
+    ("adaptors", (1, 1, 12, 32, 32), "dec_m.adaptors", "dec_m.autoencoder.encoder"),
+])
+def test_one_step_per_stage_updates_only_its_modules(stage, shape, trained, frozen):
+    torch.manual_seed(0)
+    net = NonHolisticAutoencoder(**TINY)
+    disc = PatchDiscriminator(spatial_dims=2, num_layers_d=2, channels=8, in_channels=1, out_channels=1)
+    it = NHAEIteration(stage, disc, torch.optim.Adam(disc.parameters(), 1e-3), adv_weight=0.1, adv_start_iteration=1,
+                       slices_per_volume=2, latent_slices=4)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    d_before = [p.clone() for p in disc.parameters()]
+    out = it(_engine(net, stage), {"image": torch.rand(shape) * 2 - 1})
+    assert {"loss", "loss_l1", "loss_adv_g", "loss_d"} <= set(out) and all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith(trained) for k in changed), f"{trained} must be trained in stage {stage}"
+    assert not any(k.startswith(frozen) for k in changed), f"{frozen} must stay frozen in stage {stage}"
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, disc.parameters())), "discriminator is trained"
+
+
+def test_stage_losses_go_down():
+    torch.manual_seed(0)
+    net = NonHolisticAutoencoder(**TINY)
+    it = NHAEIteration("autoencoder2d")
+    eng = _engine(net, "autoencoder2d")
+    yy, xx = torch.meshgrid(torch.linspace(0, 3, 32), torch.linspace(0, 3, 32), indexing="ij")
+    x = torch.stack([torch.sin(yy * (i + 1) + xx) for i in range(4)])[:, None] * 0.8  # smooth, learnable images
+    losses = [it(eng, {"image": x})["loss_l1"] for _ in range(40)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_bad_stage_and_input_shape():
+    with pytest.raises(ValueError, match="stage"):
+        NHAEIteration("holistic")
+    with pytest.raises(ValueError, match="B-scans"):
+        NHAEIteration("autoencoder2d").losses(NonHolisticAutoencoder(**TINY), torch.zeros(1, 1, 8, 32, 32))
+
+
+def test_weights_errors(tmp_path):
+    net = NonHolisticAutoencoder(**TINY)
+    with pytest.raises(FileNotFoundError, match="missing.pt.*run stage 1"):
+        load_weights(net, tmp_path / "missing.pt", "run stage 1")
+    save_weights(NonHolisticAutoencoder(**dict(TINY, sr_channels=16)), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt.*shape mismatch"):
+        load_weights(net, tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot read weights file"):
+        load_weights(net, tmp_path / "junk.pt")
+
+
+def _workflow(tmp_path, stage_file, **over):
+    cfg = [str(ROOT / "configs" / f) for f in ("common.json", "train_nhae_base.json", stage_file)]
+    base = {"bundle_root": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "image_size": [16, 32, 32],
+            "nhae_def#channels_2d": [8, 8, 16, 16], "nhae_def#channels_3d": [8, 8, 16], "nhae_def#sr_channels": 8,
+            "nhae_def#norm_num_groups": 4, "discriminator_def#channels": 8, "discriminator_def#num_layers_d": 2,
+            "num_val_volumes": 1, "val_interval": 1, "adv_start_iteration": 1, "crop_size": 16, "crops_per_volume": 2,
+            "slices_per_crop": 12, "device": "$torch.device('cpu')"}
+    base.update(over)
+    wf = ConfigWorkflow(config_file=cfg, workflow_type=None, **base)
+    wf.initialize()
+    return wf
+
+
+def test_three_stage_configs_train_resume_and_export(tmp_path):
+    prepare_phantoms(tmp_path / "data", num=3, size="16,32,32", seed=0, test_fraction=0.34)
+    wf = _workflow(tmp_path, "train_autoencoder2d.json", max_epochs=1)
+    wf.run()
+    ckpt = latest_checkpoint(tmp_path / "runs" / "autoencoder2d")
+    assert ckpt is not None and ckpt.name.endswith("epoch=1.pt")
+    assert (tmp_path / "runs" / "autoencoder2d" / "preview_epoch0001.png").is_file()
+    assert (tmp_path / "models" / "nhae_autoencoder2d.pt").is_file()
+
+    # a second run with more epochs resumes from the checkpoint instead of starting over
+    wf = _workflow(tmp_path, "train_autoencoder2d.json", max_epochs=2)
+    trainer = wf.parser.get_parsed_content("trainer")
+    started = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
+    wf.run()
+    assert started == [2]
+    assert latest_checkpoint(tmp_path / "runs" / "autoencoder2d").name.endswith("epoch=2.pt")
+
+    for stage_file, out in (("train_nhae.json", "nhae_nhae.pt"), ("train_decoder_adaptors.json", "nhae.pt")):
+        wf = _workflow(tmp_path, stage_file, max_epochs=1)
+        wf.run()
+        assert (tmp_path / "models" / out).is_file()
+    net = load_weights(NonHolisticAutoencoder(**TINY), tmp_path / "models" / "nhae.pt")
+    stage2 = torch.load(tmp_path / "models" / "nhae_nhae.pt", weights_only=True)
+    assert net.scale_factor.item() == pytest.approx(stage2["scale_factor"].item()) and net.scale_factor.item() != 1.0
+    assert torch.equal(net.f_sr.net[0].weight, stage2["f_sr.net.0.weight"]), "stage 3 leaves f_sr alone"
+
+
+def test_stage2_without_stage1_weights_says_what_to_do(tmp_path):
+    prepare_phantoms(tmp_path / "data", num=2, size="16,32,32", seed=0, test_fraction=0.5)
+    with pytest.raises(Exception) as info:
+        _workflow(tmp_path, "train_nhae.json", max_epochs=1)
+    msgs, e = [], info.value
+    while e is not None:
+        msgs.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any("nhae_autoencoder2d.pt not found" in m and "previous training stage" in m for m in msgs), msgs
