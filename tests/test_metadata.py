@@ -31,11 +31,18 @@ def test_metadata_follows_bundle_schema_and_pins():
     assert out["modality"] == "OCT" and out["spatial_shape"] == ["D", "H", "W"] and out["value_range"] == [-1, 1]
 
 
-OVERLAYS = {  # stage config -> the configs it overlays, in order
-    "train_autoencoder2d.json": ["common.json", "train_nhae_base.json"],
-    "train_nhae.json": ["common.json", "train_nhae_base.json"],
-    "train_decoder_adaptors.json": ["common.json", "train_nhae_base.json"],
-    "train_nhae_base.json": ["common.json"],
+NHAE = ["inference.json", "common.json", "train_nhae_base.json"]
+DIFF = ["inference.json", "common.json", "train_diffusion_base.json"]
+OVERLAYS = {  # config -> the configs it overlays, in order
+    "train_autoencoder2d.json": NHAE,
+    "train_nhae.json": NHAE,
+    "train_decoder_adaptors.json": NHAE,
+    "train_nhae_base.json": NHAE[:2],
+    "train_diffusion3d.json": DIFF,
+    "train_refiner.json": DIFF,
+    "train_diffusion_base.json": DIFF[:2],
+    "prepare_latents.json": ["inference.json", "common.json"],
+    "inference_paper512.json": ["inference.json"],
 }
 
 
@@ -46,10 +53,12 @@ def test_every_config_parses_and_builds_its_trainer():
         p = ConfigParser()
         p.read_config([str(ROOT / "configs" / f) for f in OVERLAYS.get(cfg.name, [])] + [str(cfg)])
         assert p.config, cfg.name
-        if cfg.name.startswith("train_") and cfg.name != "train_nhae_base.json":
-            p["bundle_root"] = str(ROOT)
-            assert p.get_parsed_content("nhae_def") is not None
+        p["bundle_root"] = str(ROOT)
+        if cfg.name in ("train_autoencoder2d.json", "train_nhae.json", "train_decoder_adaptors.json"):
             assert p.get_parsed_content("iteration").stage == p["stage"]
+        if cfg.name in ("train_diffusion3d.json", "train_refiner.json", "inference.json", "inference_paper512.json"):
+            assert p.get_parsed_content("network_def" if "network_def" in p else "refiner_def") is not None
+            assert p.get_parsed_content("scheduler").num_train_timesteps == 1000
 
 
 def test_readme_has_the_two_commands():

@@ -76,7 +76,7 @@ def test_weights_errors(tmp_path):
 
 
 def _workflow(tmp_path, stage_file, **over):
-    cfg = [str(ROOT / "configs" / f) for f in ("common.json", "train_nhae_base.json", stage_file)]
+    cfg = [str(ROOT / "configs" / f) for f in ("inference.json", "common.json", "train_nhae_base.json", stage_file)]
     base = {"bundle_root": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "image_size": [16, 32, 32],
             "nhae_def#channels_2d": [8, 8, 16, 16], "nhae_def#channels_3d": [8, 8, 16], "nhae_def#sr_channels": 8,
             "nhae_def#norm_num_groups": 4, "discriminator_def#channels": 8, "discriminator_def#num_layers_d": 2,

@@ -30,6 +30,21 @@ def latent_scale_factors(network: NonHolisticAutoencoder, data_loader, image_key
     return 1.0 / torch.cat(z3).std().item(), 1.0 / torch.cat(z2).std().item()
 
 
+class ExportWeights:
+    """On trainer completion, atomically save ``network``'s state dict to ``path``."""
+
+    def __init__(self, path: str | os.PathLike, network: torch.nn.Module):
+        self.path, self.network = path, network
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine=None) -> None:
+        save_weights(self.network, self.path)
+        if engine is not None:
+            engine.logger.info(f"saved {self.path}")
+
+
 class ExportNHAE:
     """On trainer completion: set ``scale_factor`` / ``slice_scale_factor`` from ``data_loader``
     (volumes, no augmentation) when ``update_scale`` is True, then atomically save the state dict."""

@@ -6,3 +6,6 @@ __all__ = ["SlidingSliceDecoder"]
 from .reconstruction import NHAEReconstructionInferer  # noqa: E402
 
 __all__ += ["NHAEReconstructionInferer"]
+from .cascade import CascadedLatentDiffusionInferer, ConcatDiffusionInferer  # noqa: E402
+
+__all__ += ["CascadedLatentDiffusionInferer", "ConcatDiffusionInferer"]

@@ -1,0 +1,76 @@
+"""Precomputed NHAE latents for the diffusion stages (computed once, not per training step).
+
+For each training volume x (and its flips along D and W) the file stores
+- ``z``: scaled 3D latent, scale_factor * E_3D(x).mu, (N, c, D/8, H/8, W/8) -> Diff_3D data;
+- ``cond``: slice_scale_factor * f_sr(E_3D(x).mu), (N, c, D, H/8, W/8) -> refiner condition;
+- ``target``: slice_scale_factor * Enc2D(x_i).mu, (N, c, D, H/8, W/8) -> refiner data (z_hr).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..io import atomic_path
+
+
+@torch.no_grad()
+def precompute_latents(network, datalist: Sequence[dict], transform: Callable, path: str | os.PathLike, flips: bool = True,
+                       image_key: str = "image") -> dict:
+    """Encode every volume of ``datalist`` (loaded with ``transform``) and save the latents to ``path``."""
+    if not datalist:
+        raise ValueError("cannot precompute latents: the training datalist is empty")
+    network.eval()
+    device = next(network.parameters()).device
+    s3, s2 = network.scale_factor.item(), network.slice_scale_factor.item()
+    if s3 == 1.0 and s2 == 1.0:
+        raise ValueError("the NHAE weights carry no latent scale factors; train stage 2 (train_nhae.json) first")
+    out: dict[str, list] = {"z": [], "cond": [], "target": []}
+    variants = [(), (2,), (4,), (2, 4)] if flips else [()]
+    from tqdm import tqdm
+
+    for item in tqdm(datalist, desc="latents", unit="vol", disable=os.environ.get("RETINA_NO_PROGRESS") == "1"):
+        x = transform(dict(item))[image_key]
+        x = (x.as_tensor() if hasattr(x, "as_tensor") else x)[None].to(device)
+        for dims in variants:
+            xv = torch.flip(x, dims) if dims else x
+            mu, _ = network.encode_volume(xv)
+            out["z"].append((mu * s3).cpu())
+            out["cond"].append((network.f_sr(mu) * s2).cpu())
+            out["target"].append((network.encode_slices(xv) * s2).cpu())
+    result = {k: torch.cat(v) for k, v in out.items()}
+    result["scale_factor"], result["slice_scale_factor"] = torch.tensor(s3), torch.tensor(s2)
+    with atomic_path(path) as tmp:
+        torch.save(result, tmp)
+    return result
+
+
+def load_latents(path: str | os.PathLike) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"latent file {path} not found; run configs/prepare_latents.json first (docs/README.md)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def volume_items(path: str | os.PathLike) -> list[dict]:
+    """Diff_3D training items: [{"image": z (c, D', H', W')}, ...]."""
+    return [{"image": z} for z in load_latents(path)["z"]]
+
+
+def slice_items(path: str | os.PathLike, neighbours: int = 0) -> list[dict]:
+    """Refiner training items, one per B-scan: {"image": z_hr,i (c, h, w), "cond": f_sr(z)_{i-n..i+n} (c(2n+1), h, w)}."""
+    lat = load_latents(path)
+    cond, target = lat["cond"], lat["target"]
+    items = []
+    for v in range(cond.shape[0]):
+        c = neighbour_condition(cond[v], neighbours)
+        items += [{"image": target[v, :, i], "cond": c[i]} for i in range(cond.shape[2])]
+    return items
+
+
+def neighbour_condition(cond: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """(c, D, h, w) -> (D, c(2n+1), h, w): slice i with its n neighbours on each side (replicated at the ends)."""
+    c, d = cond.shape[:2]
+    idx = (torch.arange(d)[:, None] + torch.arange(-neighbours, neighbours + 1)[None]).clamp(0, d - 1)
+    return cond[:, idx].permute(1, 2, 0, 3, 4).reshape(d, c * (2 * neighbours + 1), *cond.shape[2:])

@@ -1,0 +1,104 @@
+"""CA-LDM sampling (paper Sec. 2.2): noise -> Diff_3D (DDIM) -> f_sr -> slice refiner (DDIM) -> Dec_M.
+
+MONAI's ``LatentDiffusionInferer`` samples one latent and decodes it whole; the cascade needs a
+second, slice-wise diffusion conditioned on the super-resolved 3D latent and a decoder that
+streams B-scans (``SlidingSliceDecoder``). Both diffusion stages use MONAI's ``DDIMScheduler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.schedulers import DDIMScheduler
+
+from ..data.latents import neighbour_condition
+from ..networks.nhae import NonHolisticAutoencoder
+from .sliding_slice import SlidingSliceDecoder
+
+
+def _ddim(model, scheduler: DDIMScheduler, x: torch.Tensor, steps: int, eta: float, cond: torch.Tensor | None,
+          generator: torch.Generator, desc: str, progress: bool, amp: bool) -> torch.Tensor:
+    from tqdm import tqdm
+
+    scheduler.set_timesteps(steps, device=x.device)
+    for t in tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False):
+        inp = x if cond is None else torch.cat([x, cond], dim=1)
+        tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        with torch.autocast("cuda", enabled=amp and x.is_cuda):
+            eps = model(inp, timesteps=tt)
+        noise_gen = generator if eta > 0 else None
+        x, _ = scheduler.step(eps.float(), int(t), x, eta=eta, generator=noise_gen)
+    return x
+
+
+class CascadedLatentDiffusionInferer:
+    """Sample OCT volumes with the CA-LDM cascade.
+
+    Args:
+        scheduler: DDIM scheduler (shared settings for both stages; its state is reset per stage).
+        decoder: sliding-slice decoder (mode "stack" or "window"; "slice2d" is the no-Dec_M ablation).
+        latent_shape: (c, D/8, H/8, W/8) of the 3D latent.
+        num_inference_steps: DDIM steps per stage.
+        eta: DDIM eta (0 = deterministic given the initial noise).
+        slice_batch: B-scans refined together.
+        use_refiner: False -> "NHAE + Diff_3D" ablation (decode f_sr(z) directly).
+        use_dec_m: False -> plain Dec2D ("w/o Dec_M" ablation).
+        neighbours: condition each slice on f_sr(z) slices i-n..i+n (must match the refiner's training).
+        progress: tqdm bars per stage. amp: autocast on CUDA only.
+    """
+
+    def __init__(self, scheduler: DDIMScheduler, decoder: SlidingSliceDecoder, latent_shape: Sequence[int],
+                 num_inference_steps: int = 200, eta: float = 0.0, slice_batch: int = 128, use_refiner: bool = True,
+                 use_dec_m: bool = True, neighbours: int = 0, progress: bool = True, amp: bool = False):
+        if len(latent_shape) != 4 or min(latent_shape) < 1:
+            raise ValueError(f"latent_shape must be (c, D', H', W') with positive sizes, got {tuple(latent_shape)}")
+        if num_inference_steps < 1 or num_inference_steps > scheduler.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must be in 1..{scheduler.num_train_timesteps}, got {num_inference_steps}")
+        if slice_batch < 1:
+            raise ValueError(f"slice_batch must be >= 1, got {slice_batch}")
+        self.scheduler, self.decoder = scheduler, decoder
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.steps, self.eta, self.slice_batch = int(num_inference_steps), float(eta), int(slice_batch)
+        self.use_refiner, self.use_dec_m, self.neighbours = use_refiner, use_dec_m, int(neighbours)
+        self.progress, self.amp = progress, amp
+        if not use_dec_m:
+            self.decoder = SlidingSliceDecoder("slice2d", chunk_size=decoder.chunk_size, output_dtype=decoder.output_dtype)
+
+    @torch.no_grad()
+    def sample(self, nhae: NonHolisticAutoencoder, diffusion3d: torch.nn.Module, refiner: torch.nn.Module | None,
+               seed: int = 0) -> torch.Tensor:
+        """One volume (1, D, H, W) in [-1, 1] (float, on the decoder's output device)."""
+        device = next(nhae.parameters()).device
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        noise = torch.randn((1, *self.latent_shape), generator=gen).to(device)
+        z = _ddim(diffusion3d, self.scheduler, noise, self.steps, self.eta, None, gen, "Diff_3D", self.progress, self.amp)
+        z_sr = nhae.f_sr(z / nhae.scale_factor)[0]  # (c, D, h, w), in Enc2D latent units
+        if self.use_refiner:
+            if refiner is None:
+                raise ValueError("use_refiner=True needs the refiner network")
+            s2 = nhae.slice_scale_factor
+            cond = neighbour_condition(z_sr * s2, self.neighbours)  # (D, c', h, w)
+            refined = []
+            for a in range(0, cond.shape[0], self.slice_batch):
+                c = cond[a : a + self.slice_batch]
+                x = torch.randn((c.shape[0], z_sr.shape[0], *c.shape[2:]), generator=gen).to(device)
+                refined.append(_ddim(refiner, self.scheduler, x, self.steps, self.eta, c, gen,
+                                     f"Diff_slice {a}/{cond.shape[0]}", self.progress, self.amp))
+            z_sr = torch.cat(refined).transpose(0, 1) / s2
+        return self.decoder(z_sr.float(), nhae.dec_m).clamp(-1, 1)
+
+
+class ConcatDiffusionInferer:
+    """Training-time forward of a condition-concatenated diffusion UNet: MONAI's ``DiffusionInferer``
+    with ``mode="concat"`` fixed, since ``SupervisedTrainer`` passes only the prepare_batch kwargs."""
+
+    def __init__(self, scheduler):
+        from monai.inferers import DiffusionInferer
+
+        self.inner = DiffusionInferer(scheduler)
+
+    def __call__(self, inputs, network, noise, timesteps, condition=None):
+        if condition is None:
+            return self.inner(inputs, network, noise=noise, timesteps=timesteps)
+        return self.inner(inputs, network, noise=noise, timesteps=timesteps, condition=condition, mode="concat")
