@@ -40,8 +40,12 @@ def models(tmp_path_factory):
     nhae.scale_factor.fill_(1.5)
     nhae.slice_scale_factor.fill_(0.7)
     save_weights(nhae, d / "nhae.pt")
-    save_weights(p.get_parsed_content("diffusion3d_def"), d / "diffusion3d.pt")
-    save_weights(p.get_parsed_content("refiner_def"), d / "refiner.pt")
+    for name in ("diffusion3d", "refiner"):
+        net = p.get_parsed_content(f"{name}_def")
+        with torch.no_grad():  # MONAI zero-initialises the output layer; random weights must predict something
+            for w in net.parameters():
+                w.add_(0.05 * torch.randn_like(w))
+        save_weights(net, d / f"{name}.pt")
     return d
 
 
@@ -148,3 +152,21 @@ def test_paper512_overlay_runs_a_ddim_step_on_tiny_weights(models, tmp_path):
     assert p.get_parsed_content("latent_shape") == [4, 64, 64, 64]
     _run(models, tmp_path / "o", configs=("inference.json", "inference_paper512.json"), ddim_steps=1)
     assert (tmp_path / "o" / "synthetic_oct_seed0.nii.gz").is_file()
+
+
+def test_label_condition_channels_are_concatenated():
+    p = _parser(label_channels=2)
+    torch.manual_seed(0)
+    nhae, d3, ref = (p.get_parsed_content(k) for k in ("nhae_def", "diffusion3d_def", "refiner_def"))
+    with torch.no_grad():  # MONAI zero-initialises the UNets' output layer: make them predict something
+        for w in list(d3.parameters()) + list(ref.parameters()):
+            w.add_(0.05 * torch.randn_like(w))
+    inf = p.get_parsed_content("inferer")
+    lab3 = torch.zeros(1, 2, 2, 4, 4)
+    labs = torch.zeros(16, 2, 4, 4)
+    a = inf.sample(nhae, d3, ref, seed=0, label_3d=lab3, label_slices=labs)
+    b = inf.sample(nhae, d3, ref, seed=0, label_3d=lab3 + 1, label_slices=labs + 1)
+    assert a.shape == b.shape == (1, 16, 32, 32)
+    assert (a - b).abs().mean() > 1e-4, "the label condition changes the sample"
+    with pytest.raises(RuntimeError):
+        inf.sample(nhae, d3, ref, seed=0)  # networks built for labels need them

@@ -67,18 +67,26 @@ class CascadedLatentDiffusionInferer:
 
     @torch.no_grad()
     def sample(self, nhae: NonHolisticAutoencoder, diffusion3d: torch.nn.Module, refiner: torch.nn.Module | None,
-               seed: int = 0) -> torch.Tensor:
-        """One volume (1, D, H, W) in [-1, 1] (float, on the decoder's output device)."""
+               seed: int = 0, label_3d: torch.Tensor | None = None, label_slices: torch.Tensor | None = None) -> torch.Tensor:
+        """One volume (1, D, H, W) in [-1, 1] (float, on the decoder's output device).
+
+        ``label_3d`` (1, l, D', H', W') and ``label_slices`` (D, l, h, w) are optional extra conditions
+        concatenated to the networks' inputs (networks built with ``label_channels = l``), for
+        label-guided synthesis; without them the networks must have been built with no label channels.
+        """
         device = next(nhae.parameters()).device
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         noise = torch.randn((1, *self.latent_shape), generator=gen).to(device)
-        z = _ddim(diffusion3d, self.scheduler, noise, self.steps, self.eta, None, gen, "Diff_3D", self.progress, self.amp)
+        c3 = None if label_3d is None else label_3d.to(device)
+        z = _ddim(diffusion3d, self.scheduler, noise, self.steps, self.eta, c3, gen, "Diff_3D", self.progress, self.amp)
         z_sr = nhae.f_sr(z / nhae.scale_factor)[0]  # (c, D, h, w), in Enc2D latent units
         if self.use_refiner:
             if refiner is None:
                 raise ValueError("use_refiner=True needs the refiner network")
             s2 = nhae.slice_scale_factor
             cond = neighbour_condition(z_sr * s2, self.neighbours)  # (D, c', h, w)
+            if label_slices is not None:
+                cond = torch.cat([cond, label_slices.to(device)], dim=1)
             refined = []
             for a in range(0, cond.shape[0], self.slice_batch):
                 c = cond[a : a + self.slice_batch]

@@ -1,0 +1,64 @@
+"""Reconstruction of held-out volumes by the NHAE decoder variants (PSNR, SSIM, slice jitter).
+
+    python scripts/evaluate_reconstruction.py --weights models/nhae.pt --datalist data/phantoms/datalist.json [--num 11] [--json]
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import fire  # noqa: E402
+import torch  # noqa: E402
+from monai.bundle import ConfigParser  # noqa: E402
+
+from bundle.inferers import SlidingSliceDecoder  # noqa: E402
+from bundle.metrics import evaluate_reconstruction  # noqa: E402
+from bundle.networks import load_weights  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=11, split="test", json_out=False, out_png=None):
+    """Encode each held-out volume (thumbnail -> E_3D -> f_sr) and decode it with plain Dec2D and with Dec_M."""
+    p = ConfigParser()
+    p.read_config([os.path.join(ROOT, "configs", c) for c in ("inference.json", "common.json")])
+    p["datalist"] = datalist
+    net = load_weights(p.get_parsed_content("nhae_def"), weights).eval()
+    from monai.data import load_decathlon_datalist
+
+    items = load_decathlon_datalist(datalist, True, split)[: int(num)]
+    if not items:
+        raise ValueError(f"{datalist} has no '{split}' volumes")
+    tf = p.get_parsed_content("val_volume_transforms")
+    vols = [tf(dict(i))["image"].as_tensor()[None] for i in items]
+
+    def via(mode):
+        dec = SlidingSliceDecoder(mode, chunk_size=16)
+        return lambda v: dec(net.f_sr(net.encode_volume(v)[0])[0], net.dec_m)[None]
+
+    methods = {"NHAE + Dec2D": via("slice2d"), "NHAE + Dec_M (stack)": via("stack")}
+    with torch.no_grad():
+        res = evaluate_reconstruction(methods, vols)
+        if out_png:
+            from bundle.io import save_png
+            from bundle.preview import preview_grid, volume_preview
+
+            v = vols[0]
+            rows = [volume_preview(v[0, 0].numpy())] + [volume_preview(m(v)[0, 0].clamp(-1, 1).numpy()) for m in methods.values()]
+            save_png(preview_grid(rows), out_png)
+    res["_info"] = {"weights": weights, "datalist": datalist, "split": split, "volumes": len(vols)}
+    if json_out:
+        print(json.dumps(res))
+    else:
+        print("| method | PSNR (dB) | SSIM | slice jitter |\n|---|---|---|---|")
+        for name, r in res.items():
+            if name.startswith("_"):
+                continue
+            f = lambda k: f"{r[k][0]:.3f} +- {r[k][1]:.3f}" if k in r else "-"  # noqa: E731
+            print(f"| {name} | {f('psnr')} | {f('ssim')} | {f('jitter')} |")
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
