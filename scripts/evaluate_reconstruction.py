@@ -34,11 +34,14 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
     tf = p.get_parsed_content("val_volume_transforms")
     vols = [tf(dict(i))["image"].as_tensor()[None] for i in items]
 
-    def via(mode):
+    def via(mode, path):
         dec = SlidingSliceDecoder(mode, chunk_size=16)
-        return lambda v: dec(net.f_sr(net.encode_volume(v)[0])[0], net.dec_m)[None]
+        if path == "thumbnail":  # x -> E_3D -> f_sr -> decoder (the NHAE reconstruction)
+            return lambda v: dec(net.f_sr(net.encode_volume(v)[0])[0], net.dec_m)[None]
+        return lambda v: dec(net.encode_slices(v)[0], net.dec_m)[None]  # x_i -> Enc2D -> decoder (what the refiner feeds)
 
-    methods = {"NHAE + Dec2D": via("slice2d"), "NHAE + Dec_M (stack)": via("stack")}
+    methods = {"NHAE + Dec2D": via("slice2d", "thumbnail"), "NHAE + Dec_M (stack)": via("stack", "thumbnail"),
+               "Enc2D slices + Dec2D": via("slice2d", "slices"), "Enc2D slices + Dec_M (stack)": via("stack", "slices")}
     with torch.no_grad():
         res = evaluate_reconstruction(methods, vols)
         if out_png:
@@ -56,7 +59,7 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
         for name, r in res.items():
             if name.startswith("_"):
                 continue
-            f = lambda k: f"{r[k][0]:.3f} +- {r[k][1]:.3f}" if k in r else "-"  # noqa: E731
+            f = lambda k: f"{r[k][0]:.4f} +- {r[k][1]:.4f}" if k in r else "-"  # noqa: E731
             print(f"| {name} | {f('psnr')} | {f('ssim')} | {f('jitter')} |")
 
 
