@@ -70,7 +70,3 @@ def synthesize(inferer, nhae, diffusion3d, refiner, num_samples: int, seed: int,
         print(f"wrote {out / (name + '.nii.gz')} ({seconds:.1f} s)")
     return records
 
-
-def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(int(n))

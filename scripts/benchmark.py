@@ -4,8 +4,7 @@
     python scripts/benchmark.py decode --size 256,256,256 --mode stack|window [--model dec_m|slice2d|autoencoderkl3d]
 """
 
-import json
-import json as _json
+import json as jsonlib
 import os
 import resource
 import statistics
@@ -41,7 +40,7 @@ def phantom(size="128,128,128", repeats=3, seed=0):
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cpu_threads": os.cpu_count(),
     }
-    print(json.dumps(result))
+    print(jsonlib.dumps(result))
 
 
 def decode(size="128,128,128", mode="stack", model="dec_m", chunk_size=16, memory_limit_gb=20.0, json=True):
@@ -50,7 +49,8 @@ def decode(size="128,128,128", mode="stack", model="dec_m", chunk_size=16, memor
     model: dec_m (Dec2D + 3D adaptors, sliding-slice MODE window|stack), slice2d (plain Dec2D, no
     adaptors) or autoencoderkl3d (MONAI AutoencoderKL 3D decoder of the same widths, whole latent at
     once). The process is capped at MEMORY_LIMIT_GB of address space, so a model that does not fit
-    is reported as out_of_memory instead of exhausting the machine.
+    is reported as out_of_memory instead of exhausting the machine. Output is always one JSON
+    line; ``--json`` is accepted for symmetry with the other tools.
     """
     dims = _size(size)
     if model not in DECODE_MODELS:
@@ -62,7 +62,7 @@ def decode(size="128,128,128", mode="stack", model="dec_m", chunk_size=16, memor
     result = run_in_fresh_process(["decode", ",".join(map(str, dims)), model, mode, str(int(chunk_size))], memory_limit_gb)
     result.setdefault("size", list(dims))
     result.setdefault("model", model)
-    print(_json.dumps(result))
+    print(jsonlib.dumps(result))
 
 
 if __name__ == "__main__":
