@@ -45,7 +45,7 @@ class ExportWeights:
             engine.logger.info(f"saved {self.path}")
 
 
-class ExportNHAE:
+class ExportNHAE(ExportWeights):
     """On trainer completion: set ``scale_factor`` / ``slice_scale_factor`` from ``data_loader``
     (volumes, no augmentation) when ``update_scale`` is True, then atomically save the state dict."""
 
@@ -53,18 +53,15 @@ class ExportNHAE:
                  image_key: str = "image", max_batches: int = 8):
         if update_scale and data_loader is None:
             raise ValueError("update_scale needs a data_loader of training volumes")
-        self.path, self.network, self.loader = path, network, data_loader
-        self.update_scale, self.image_key, self.max_batches = update_scale, image_key, max_batches
-
-    def attach(self, engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, self)
+        super().__init__(path, network)
+        self.loader, self.update_scale, self.image_key, self.max_batches = data_loader, update_scale, image_key, max_batches
 
     def __call__(self, engine=None) -> None:
         if self.update_scale:
             s3, s2 = latent_scale_factors(self.network, self.loader, self.image_key, self.max_batches)
             self.network.scale_factor.fill_(s3)
             self.network.slice_scale_factor.fill_(s2)
-        save_weights(self.network, self.path)
+        super().__call__(engine)
         if engine is not None:
-            engine.logger.info(f"saved {self.path} (scale_factor={self.network.scale_factor.item():.4f}, "
-                               f"slice_scale_factor={self.network.slice_scale_factor.item():.4f})")
+            engine.logger.info(f"scale_factor={self.network.scale_factor.item():.4f}, "
+                               f"slice_scale_factor={self.network.slice_scale_factor.item():.4f}")
