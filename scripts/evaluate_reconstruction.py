@@ -1,9 +1,13 @@
 """Reconstruction of held-out volumes by the NHAE decoder variants (PSNR, SSIM, slice jitter).
 
     python scripts/evaluate_reconstruction.py --weights models/nhae.pt --datalist data/phantoms/datalist.json [--num 11] [--json]
+        [--ae3d_weights models/baselines/autoencoderkl3d.pt] [--out_png docs/figures/nhae_reconstruction.png]
+
+``--ae3d_weights`` adds the holistic baseline (MONAI AutoencoderKL 3D, whole volume at once, same
+latent size; ``configs/baselines/train_autoencoderkl3d.json``).
 """
 
-import json
+import json as jsonlib
 import os
 import sys
 
@@ -20,10 +24,11 @@ from bundle.networks import load_weights  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=11, split="test", json_out=False, out_png=None):
+def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=11, split="test", json=False, out_png=None,
+         ae3d_weights=None):
     """Encode each held-out volume (thumbnail -> E_3D -> f_sr) and decode it with plain Dec2D and with Dec_M."""
     p = ConfigParser()
-    p.read_config([os.path.join(ROOT, "configs", c) for c in ("inference.json", "common.json")])
+    p.read_config([os.path.join(ROOT, "configs", c) for c in ("inference.json", "common.json", "baselines/train_autoencoderkl3d.json")])
     p["datalist"] = datalist
     net = load_weights(p.get_parsed_content("nhae_def"), weights).eval()
     from monai.data import load_decathlon_datalist
@@ -42,6 +47,10 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
 
     methods = {"NHAE + Dec2D": via("slice2d", "thumbnail"), "NHAE + Dec_M (stack)": via("stack", "thumbnail"),
                "Enc2D slices + Dec2D": via("slice2d", "slices"), "Enc2D slices + Dec_M (stack)": via("stack", "slices")}
+    if ae3d_weights:
+        ae3d = load_weights(p.get_parsed_content("autoencoderkl3d_def"), ae3d_weights,
+                            "train it with configs/baselines/train_autoencoderkl3d.json (docs/README.md)").eval()
+        methods["MONAI AutoencoderKL 3D (holistic)"] = ae3d.reconstruct
     with torch.no_grad():
         res = evaluate_reconstruction(methods, vols)
         if out_png:
@@ -51,9 +60,9 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
             v = vols[0]
             rows = [volume_preview(v[0, 0].numpy())] + [volume_preview(m(v)[0, 0].clamp(-1, 1).numpy()) for m in methods.values()]
             save_png(preview_grid(rows), out_png)
-    res["_info"] = {"weights": weights, "datalist": datalist, "split": split, "volumes": len(vols)}
-    if json_out:
-        print(json.dumps(res))
+    res["_info"] = {"weights": weights, "ae3d_weights": ae3d_weights, "datalist": datalist, "split": split, "volumes": len(vols)}
+    if json:
+        print(jsonlib.dumps(res))
     else:
         print("| method | PSNR (dB) | SSIM | slice jitter |\n|---|---|---|---|")
         for name, r in res.items():

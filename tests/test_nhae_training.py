@@ -10,6 +10,7 @@ from monai.networks.nets import PatchDiscriminator
 from bundle.data.prepare import prepare_phantoms
 from bundle.engines import NHAEIteration
 from bundle.handlers import latest_checkpoint
+from bundle.inferers import NHAEReconstructionInferer
 from bundle.networks import NonHolisticAutoencoder, load_weights, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,3 +126,22 @@ def test_stage2_without_stage1_weights_says_what_to_do(tmp_path):
         msgs.append(str(e))
         e = e.__cause__ or e.__context__
     assert any("nhae_autoencoder2d.pt not found" in m and "previous training stage" in m for m in msgs), msgs
+
+
+def test_autoencoderkl3d_baseline_config_trains_and_reconstructs(tmp_path):
+    prepare_phantoms(tmp_path / "data", num=3, size="16,32,32", seed=0, test_fraction=0.34)
+    wf = _workflow(tmp_path, "baselines/train_autoencoderkl3d.json", max_epochs=1, batch_size=1,
+                   **{"autoencoderkl3d_def#channels": [8, 8, 16, 16], "autoencoderkl3d_def#norm_num_groups": 4})
+    net = wf.parser.get_parsed_content("network")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    wf.run()
+    out = tmp_path / "models" / "baselines" / "autoencoderkl3d.pt"
+    assert out.is_file() and latest_checkpoint(tmp_path / "runs" / "autoencoderkl3d") is not None
+    state = torch.load(out, weights_only=True)
+    assert any(not torch.equal(before[k], state[k]) for k in before), "training changed the 3D autoencoder"
+    rec = NHAEReconstructionInferer("autoencoderkl3d")(torch.zeros(1, 1, 16, 32, 32), net.eval())
+    assert rec.shape == (1, 1, 16, 32, 32)
+    with pytest.raises(TypeError, match="AutoencoderKL"):
+        NHAEReconstructionInferer("autoencoderkl3d")(torch.zeros(1, 1, 16, 32, 32), NonHolisticAutoencoder(**TINY))
+    with pytest.raises(ValueError, match="volume crops"):
+        NHAEIteration("autoencoderkl3d").losses(net, torch.zeros(2, 1, 32, 32))

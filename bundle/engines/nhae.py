@@ -13,6 +13,10 @@ stages (CA-LDM Sec. 2.1, ``specs/ca-ldm.md``):
 - ``adaptors`` (stage 3, everything but the adaptors frozen): batch (B, 1, k, H, W) stacks of
   consecutive B-scans; Dec_M on their Enc2D latents without end padding, L1 on the k - 2R slices
   whose receptive field lies inside the stack.
+- ``autoencoderkl3d`` (baseline, not part of CA-LDM): a holistic MONAI ``AutoencoderKL`` 3D on
+  volume crops (B, 1, D, H, W) with L1 + KL, the comparison the NHAE acceptance asks for and the
+  autoencoder of the "Medical Diffusion" baseline; its adversarial loss sees random B-scans of the
+  reconstruction, like the NHAE stages.
 
 Every stage adds a least-squares patch adversarial loss (MONAI ``PatchDiscriminator`` on B-scans)
 after ``adv_start_iteration`` when a discriminator is given.
@@ -23,10 +27,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss
+from monai.networks.nets import AutoencoderKL
 
 from ..networks.nhae import NonHolisticAutoencoder
 
-STAGES = ("autoencoder2d", "nhae", "adaptors")
+STAGES = ("autoencoder2d", "nhae", "adaptors", "autoencoderkl3d")
 
 
 def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -44,7 +49,8 @@ class NHAEIteration:
     """Callable ``(engine, batchdata) -> output dict`` for ``SupervisedTrainer(iteration_update=...)``.
 
     The trainer's ``network`` must be a :class:`NonHolisticAutoencoder` and its ``optimizer`` must
-    hold the stage's parameters (``network.trainable_parameters(stage)``).
+    hold the stage's parameters (``network.trainable_parameters(stage)``); for ``autoencoderkl3d``
+    it is a 3D MONAI ``AutoencoderKL`` and the optimizer holds all its parameters.
 
     Args:
         stage: one of ``STAGES``.
@@ -71,8 +77,15 @@ class NHAEIteration:
         self.slices_per_volume, self.latent_slices, self.image_key = int(slices_per_volume), int(latent_slices), image_key
         self.adv_loss = PatchAdversarialLoss(criterion="least_squares")
 
-    def losses(self, net: NonHolisticAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def losses(self, net: NonHolisticAutoencoder | AutoencoderKL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(fake B-scans, real B-scans, weighted loss terms) for one batch."""
+        if self.stage == "autoencoderkl3d":
+            if x.ndim != 5:
+                raise ValueError(f"stage autoencoderkl3d expects volume crops (B, 1, D, H, W), got {tuple(x.shape)}")
+            recon, mu, sigma = net(x)
+            idx = torch.randperm(x.shape[2], device=x.device)[: self.slices_per_volume]
+            terms = {"l1": F.l1_loss(recon, x), "kl": self.kl_weight * kl_loss(mu, sigma)}
+            return _slices(recon[:, :, idx]), _slices(x[:, :, idx]), terms
         if self.stage == "autoencoder2d":
             if x.ndim != 4:
                 raise ValueError(f"stage autoencoder2d expects B-scans (B, 1, H, W), got {tuple(x.shape)}")

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from monai.inferers import Inferer
+from monai.networks.nets import AutoencoderKL
 
 from ..networks.nhae import NonHolisticAutoencoder
 from .sliding_slice import SlidingSliceDecoder
@@ -16,12 +17,13 @@ class NHAEReconstructionInferer(Inferer):
 
     - ``autoencoder2d``: Enc2D -> Dec2D for every B-scan (chunks of ``chunk_size``);
     - ``nhae``: E_3D -> f_sr -> plain Dec2D (``slice2d``);
-    - ``adaptors``: E_3D -> f_sr -> Dec_M (``stack`` sliding-slice decoding).
+    - ``adaptors``: E_3D -> f_sr -> Dec_M (``stack`` sliding-slice decoding);
+    - ``autoencoderkl3d``: the holistic baseline, a 3D MONAI ``AutoencoderKL`` on the whole volume.
     """
 
     def __init__(self, stage: str = "adaptors", chunk_size: int = 16):
         super().__init__()
-        modes = {"autoencoder2d": None, "nhae": "slice2d", "adaptors": "stack"}
+        modes = {"autoencoder2d": None, "nhae": "slice2d", "adaptors": "stack", "autoencoderkl3d": None}
         if stage not in modes:
             raise ValueError(f"stage must be one of {tuple(modes)}, got {stage!r}")
         self.stage, self.chunk_size = stage, int(chunk_size)
@@ -29,9 +31,13 @@ class NHAEReconstructionInferer(Inferer):
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
+        if self.stage == "autoencoderkl3d":
+            if not isinstance(network, AutoencoderKL):
+                raise TypeError(f"stage autoencoderkl3d needs a monai AutoencoderKL, got {type(network).__name__}")
+            return network.reconstruct(x)
         if not isinstance(network, NonHolisticAutoencoder):
             raise TypeError(f"network must be a NonHolisticAutoencoder, got {type(network).__name__}")
-        x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
         outs = []
         for vol in x:
             if self.decoder is None:
