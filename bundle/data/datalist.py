@@ -41,3 +41,22 @@ def write_datalist(entries: Sequence[dict], split: Sequence[str], path: str | os
     datalist["test"] = [e for e, s in zip(entries, split) if s == "test"]
     save_json(datalist, path)
     return datalist
+
+
+def load_checked_datalist(path: str | os.PathLike, split: str = "training", keys: Sequence[str] = ("image",)) -> list[dict]:
+    """``monai.data.load_decathlon_datalist`` that fails early and clearly: a missing datalist, an
+    empty split or an entry whose ``keys`` point at missing files raise ValueError naming them."""
+    from monai.data import load_decathlon_datalist
+
+    if not os.path.isfile(path):
+        raise ValueError(f"datalist {path} does not exist (prepare the data first: scripts/prepare_data.py)")
+    try:
+        items = load_decathlon_datalist(path, True, split)
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"datalist {path} has no usable '{split}' list: {e}") from e
+    if not items:
+        raise ValueError(f"datalist {path}: the '{split}' list is empty")
+    missing = [str(item[k]) for item in items for k in keys if not os.path.isfile(str(item.get(k, "")))]
+    if missing:
+        raise ValueError(f"datalist {path} ('{split}') points at {len(missing)} missing file(s), e.g. {missing[:3]}")
+    return items

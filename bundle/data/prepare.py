@@ -68,16 +68,19 @@ PHANTOM_FILES = {
 }
 
 
-def _phantom_done(out: Path, entry: dict, expect: dict) -> bool:
-    """A case is complete when its params record (written last) matches and every file exists."""
+def completed_record(out: Path, entry: dict, expect: dict) -> dict | None:
+    """The params record of a complete generated case, else None.
+
+    ``entry`` maps names to relative file paths, ``entry["params"]`` being the record, which is
+    written last; the case is complete when every file exists and the record matches ``expect``."""
     params = out / entry["params"]
-    if not params.is_file() or not all((out / p).is_file() for k, p in entry.items() if k in PHANTOM_FILES):
-        return False
+    if not params.is_file() or not all((out / p).is_file() for p in entry.values()):
+        return None
     try:
         rec = json.loads(params.read_text())
     except ValueError:
-        return False
-    return all(rec.get(k) == v for k, v in expect.items())
+        return None
+    return rec if all(rec.get(k) == v for k, v in expect.items()) else None
 
 
 def prepare_phantoms(out, num: int, size="128,128,128", seed: int = 0, test_fraction: float = 0.33,
@@ -95,7 +98,7 @@ def prepare_phantoms(out, num: int, size="128,128,128", seed: int = 0, test_frac
         name = f"oct_{i:04d}"
         entry = {k: v.format(name=name) for k, v in PHANTOM_FILES.items()}
         expect = {"seed": case_seed(seed, i), "size": list(dims), "pathology_request": pathology}
-        if not _phantom_done(out, entry, expect):
+        if completed_record(out, entry, expect) is None:
             ph = generate_oct_phantom(dims, seed=expect["seed"], pathology=pathology)
             sp = ph.params["spacing_mm"]
             save_nifti(np.round(ph.image * 255).astype(np.uint8), out / entry["image"], sp)

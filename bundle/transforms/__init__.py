@@ -4,3 +4,6 @@ declared in ``configs/common.json`` from MONAI core transforms."""
 from .checks import CheckVolumed
 
 __all__ = ["CheckVolumed"]
+from .fundus import LoadFundusd  # noqa: E402
+
+__all__ += ["LoadFundusd"]
