@@ -73,3 +73,57 @@ def preview_grid(rows: Sequence[np.ndarray], gap: int = 6) -> np.ndarray:
         out[y : y + r.shape[0], : r.shape[1]] = r
         y += r.shape[0] + gap
     return out
+
+
+def image_grid(images, nrow: int = 8, gap: int = 2) -> np.ndarray:
+    """(N, C, H, W) images in [-1, 1] (tensor or array) -> one uint8 (rows, cols, C) or (rows, cols) grid."""
+    x = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images, np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"image_grid expects (N, C, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    ncol = min(nrow, n)
+    rows = -(-n // ncol)
+    grid = np.zeros((rows * h + gap * (rows - 1), ncol * w + gap * (ncol - 1), c), np.uint8)
+    u8 = np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        grid[r * (h + gap) : r * (h + gap) + h, q * (w + gap) : q * (w + gap) + w] = u8[i]
+    return grid[..., 0] if c == 1 else grid
+
+
+def line_plot(series: dict, width: int = 640, height: int = 360, title: str = "") -> np.ndarray:
+    """A small RGB line plot (uint8) of ``{name: [y per epoch]}`` with axes, ticks and a legend,
+    drawn with PIL (the bundle does not depend on matplotlib)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), "white")
+    dr = ImageDraw.Draw(img)
+    left, right, top, bottom = 56, 16, 28, 36
+    vals = [v for ys in series.values() for v in ys if np.isfinite(v)]
+    n = max((len(ys) for ys in series.values()), default=0)
+    if not vals or n == 0:
+        dr.text((left, top), "no data", fill="black")
+        return np.asarray(img)
+    lo, hi = min(vals), max(vals)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    px = lambda i: left + (width - left - right) * (i / max(n - 1, 1))  # noqa: E731
+    py = lambda v: top + (height - top - bottom) * (1 - (v - lo) / (hi - lo))  # noqa: E731
+    dr.rectangle([left, top, width - right, height - bottom], outline="black")
+    for t in np.linspace(lo, hi, 5):
+        dr.line([left - 4, py(t), left, py(t)], fill="black")
+        dr.text((4, py(t) - 6), f"{t:.3g}", fill="black")
+    for i in sorted({0, n - 1, (n - 1) // 2}):
+        dr.text((px(i) - 6, height - bottom + 6), str(i + 1), fill="black")
+    dr.text((width // 2 - 16, height - 16), "epoch", fill="black")
+    dr.text((left, 8), title, fill="black")
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+    for k, (name, ys) in enumerate(series.items()):
+        col = colours[k % len(colours)]
+        pts = [(px(i), py(v)) for i, v in enumerate(ys) if np.isfinite(v)]
+        if len(pts) > 1:
+            dr.line(pts, fill=col, width=2)
+        for p in pts:
+            dr.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=col)
+        dr.text((width - right - 150, top + 6 + 14 * k), f"- {name}", fill=col)
+    return np.asarray(img)

@@ -1,5 +1,8 @@
-"""Ignite iteration functions MONAI lacks; they plug into MONAI's ``SupervisedTrainer``."""
+"""Ignite iteration functions and loss callables MONAI lacks; they plug into MONAI's ``SupervisedTrainer`` / ``GanTrainer``."""
 
 from .nhae import NHAEIteration, STAGES
 
 __all__ = ["NHAEIteration", "STAGES"]
+from .gan import DCGANLoss, VAELoss, prepare_autoencoder_batch, prepare_reals  # noqa: E402
+
+__all__ += ["DCGANLoss", "VAELoss", "prepare_autoencoder_batch", "prepare_reals"]

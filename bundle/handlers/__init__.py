@@ -1,7 +1,11 @@
-"""Ignite handlers MONAI lacks: resume from the latest checkpoint, preview images, weight export."""
+"""Ignite handlers MONAI lacks: resume from the latest checkpoint, preview images, weight export,
+sample grids, loss curves and generative metrics."""
 
 from .checkpoint import LatestCheckpointLoader, latest_checkpoint
 from .export import ExportNHAE, ExportWeights
 from .preview import VolumePreviewSaver
 
 __all__ = ["ExportNHAE", "ExportWeights", "LatestCheckpointLoader", "VolumePreviewSaver", "latest_checkpoint"]
+from .generative import GenerativeMetrics, LossCurveSaver, SampleGridSaver, generate_images  # noqa: E402
+
+__all__ += ["GenerativeMetrics", "LossCurveSaver", "SampleGridSaver", "generate_images"]

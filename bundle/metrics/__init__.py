@@ -1,5 +1,8 @@
-"""Metrics MONAI lacks (slice jitter) and reconstruction evaluation helpers."""
+"""Metrics MONAI lacks: slice jitter, SWD, set-level Fréchet distance on domain features, diversity."""
 
 from .reconstruction import evaluate_reconstruction, slice_jitter
 
 __all__ = ["evaluate_reconstruction", "slice_jitter"]
+from .generative import frechet_distance, laplacian_pyramid, mean_pairwise_distance, sliced_wasserstein_distance, swd  # noqa: E402
+
+__all__ += ["frechet_distance", "laplacian_pyramid", "mean_pairwise_distance", "sliced_wasserstein_distance", "swd"]

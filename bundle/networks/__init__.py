@@ -6,3 +6,7 @@ __all__ = ["MultiSliceDecoder", "NonHolisticAutoencoder", "SliceAdaptor3D", "Thu
 from .io import load_weights, save_weights  # noqa: E402
 
 __all__ += ["load_weights", "save_weights"]
+from .features import FundusFeatureNet, GradeLesionLoss  # noqa: E402
+from .fundus import DCGANDiscriminator, DCGANGenerator, FundusVAE  # noqa: E402
+
+__all__ += ["DCGANDiscriminator", "DCGANGenerator", "FundusFeatureNet", "FundusVAE", "GradeLesionLoss"]
