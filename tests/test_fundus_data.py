@@ -119,3 +119,19 @@ def test_checked_datalist_names_missing_files(tmp_path):
         load_checked_datalist(tmp_path / "datalist.json", "training")
     with pytest.raises(ValueError, match="does not exist"):
         load_checked_datalist(tmp_path / "nope.json")
+
+
+def test_fundus_chain_resizes_mixed_sizes_to_the_configured_size(tmp_path):
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    for side in (48, 96):
+        Image.fromarray(np.full((side, side, 3), 255, np.uint8)).save(tmp_path / f"{side}.png")
+    p = ConfigParser()
+    p.read_config(str(Path(__file__).resolve().parents[1] / "configs" / "fundus_common.json"))
+    p["fundus_size"] = 32
+    tf = p.get_parsed_content("fundus_val_transforms")
+    for side in (48, 96):
+        x = tf({"image": str(tmp_path / f"{side}.png")})["image"]
+        assert tuple(x.shape) == (3, 32, 32) and torch.allclose(x, torch.ones_like(x))
