@@ -1,6 +1,7 @@
-"""Side-by-side preview figure: synthetic volumes (left) beside real / phantom volumes (right).
+"""Side-by-side preview figures of synthetic beside real / phantom data.
 
-    python scripts/make_figure.py --left "out/*.nii.gz" --right "data/phantoms/images/oct_00[0-2]*.nii.gz" --out docs/figures/synthetic_preview.png
+    python scripts/make_figure.py oct --left "out/*.nii.gz" --right "data/phantoms/images/oct_00[0-2]*.nii.gz" --out docs/figures/synthetic_preview.png
+    python scripts/make_figure.py fundus --panels "out/dcgan/dcgan_0*.png;out/vae/vae_0*.png;data/fundus/images/fundus_0*.png" --out docs/figures/fundus_samples.png
 """
 
 import glob
@@ -16,7 +17,7 @@ from bundle.io import load_nifti, save_png  # noqa: E402
 from bundle.preview import volume_preview  # noqa: E402
 
 
-def main(left, right, out, num=3, height=200):
+def oct(left, right, out, num=3, height=200):
     """Rows of (LEFT preview | RIGHT preview) for the first NUM files of each glob pattern."""
     lf, rf = sorted(glob.glob(left))[: int(num)], sorted(glob.glob(right))[: int(num)]
     if not lf or not rf:
@@ -32,5 +33,29 @@ def main(left, right, out, num=3, height=200):
     print(out)
 
 
+def fundus(panels, out, num=16, nrow=4):
+    """Panels side by side, each a grid of the first NUM images matching one of the ';'-separated globs."""
+    import torch
+
+    from bundle.evaluation import load_images
+    from bundle.preview import image_grid
+
+    torch.set_grad_enabled(False)
+    grids = []
+    for pattern in panels.split(";"):
+        files = [f for f in sorted(glob.glob(pattern)) if not f.endswith("_grid.png")][: int(num)]
+        if not files:
+            raise SystemExit(f"error: no files match {pattern}")
+        imgs = load_images(files, 128)
+        grids.append(image_grid(imgs, nrow=int(nrow)))
+    h = max(g.shape[0] for g in grids)
+    gap = np.full((h, 16, 3), 255, np.uint8)
+    parts = []
+    for g in grids:
+        parts += [np.pad(g, ((0, h - g.shape[0]), (0, 0), (0, 0)), constant_values=255), gap]
+    save_png(np.concatenate(parts[:-1], axis=1), out)
+    print(out)
+
+
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire({"oct": oct, "fundus": fundus})

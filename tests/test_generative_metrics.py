@@ -88,3 +88,22 @@ def test_evaluate_fundus_sets_from_datalist_and_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no PNG"):
         list_images(tmp_path / "empty")
+
+
+def test_volume_slices_total_variation_and_kid():
+    from bundle.metrics.volumes import inter_slices, intra_slices, kernel_distance, total_variation
+
+    v = torch.arange(4 * 3 * 5, dtype=torch.float32).reshape(4, 3, 5)
+    assert intra_slices(v).shape == (4, 1, 3, 5) and torch.equal(intra_slices(v)[2, 0], v[2])
+    assert inter_slices(v[None]).shape == (5, 1, 4, 3) and torch.equal(inter_slices(v)[1, 0], v[:, :, 1])
+    assert total_variation(torch.full((4, 6, 6), 0.7))["total"] == 0.0
+    tv = total_variation(v)  # steps of 15 along D, 5 along H, 1 along W
+    assert (tv["D"], tv["H"], tv["W"], tv["total"]) == (15.0, 5.0, 1.0, 21.0)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 8, generator=g), torch.randn(200, 8, generator=g)
+    same, _ = kernel_distance(a, b, subsets=20, subset_size=100)
+    near, _ = kernel_distance(a, b + 0.5, subsets=20, subset_size=100)
+    far, _ = kernel_distance(a, b + 1.0, subsets=20, subset_size=100)
+    assert abs(same) < 0.2 < near < far
+    with pytest.raises(ValueError, match="volume"):
+        total_variation(torch.zeros(2, 3))

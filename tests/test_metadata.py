@@ -43,6 +43,9 @@ OVERLAYS = {  # config -> the configs it overlays, in order
     "train_diffusion_base.json": DIFF[:2],
     "prepare_latents.json": ["inference.json", "common.json"],
     "inference_paper512.json": ["inference.json"],
+    "train_dcgan.json": ["inference_dcgan.json", "fundus_common.json"],
+    "train_vae.json": ["inference_vae.json", "fundus_common.json"],
+    "train_fundus_features.json": ["fundus_common.json"],
 }
 
 
@@ -59,6 +62,11 @@ def test_every_config_parses_and_builds_its_trainer():
         if cfg.name in ("train_diffusion3d.json", "train_refiner.json", "inference.json", "inference_paper512.json"):
             assert p.get_parsed_content("network_def" if "network_def" in p else "refiner_def") is not None
             assert p.get_parsed_content("scheduler").num_train_timesteps == 1000
+        if cfg.name in ("inference_dcgan.json", "train_dcgan.json"):
+            assert p.get_parsed_content("dcgan_generator_def").image_size == p["fundus_size"] == 128
+            assert p.get_parsed_content("dcgan_discriminator_def").image_size == 128
+        if cfg.name in ("inference_vae.json", "train_vae.json"):
+            assert p.get_parsed_content("vae_def").latent_size == 512
 
 
 def test_readme_has_the_two_commands():
