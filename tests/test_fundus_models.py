@@ -9,7 +9,7 @@ from PIL import Image
 
 from bundle.data.prepare_fundus import prepare_fundus
 from bundle.engines import DCGANLoss
-from bundle.networks import DCGANDiscriminator, DCGANGenerator, FundusFeatureNet, FundusVAE, GradeLesionLoss, save_weights
+from bundle.networks import DCGANDiscriminator, DCGANGenerator, FundusFeatureNet, FundusVAE, ClassAndBinaryLoss, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_G, TINY_D = [32, 16, 8, 8], [8, 8, 16, 32]  # 64 x 64 images
@@ -36,7 +36,7 @@ def test_vae_and_feature_net_shapes():
         FundusVAE(image_size=60, channels=(8, 16, 16))
     net = FundusFeatureNet(channels=(8, 16))
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 11) and net.features(torch.zeros(2, 3, 32, 32)).shape == (2, 16)
-    loss = GradeLesionLoss()(torch.zeros(2, 11), torch.tensor([[0, 1, 0, 0, 0, 0, 0], [4, 1, 1, 1, 1, 0, 1]]))
+    loss = ClassAndBinaryLoss(5)(torch.zeros(2, 11), torch.tensor([[0, 1, 0, 0, 0, 0, 0], [4, 1, 1, 1, 1, 0, 1]]))
     assert loss.item() == pytest.approx(np.log(5) + np.log(2))
 
 

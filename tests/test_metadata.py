@@ -46,6 +46,7 @@ OVERLAYS = {  # config -> the configs it overlays, in order
     "train_dcgan.json": ["inference_dcgan.json", "fundus_common.json"],
     "train_vae.json": ["inference_vae.json", "fundus_common.json"],
     "train_fundus_features.json": ["fundus_common.json"],
+    "train_oct_features.json": ["common.json"],
 }
 
 

@@ -6,7 +6,8 @@ __all__ = ["MultiSliceDecoder", "NonHolisticAutoencoder", "SliceAdaptor3D", "Thu
 from .io import load_weights, save_weights  # noqa: E402
 
 __all__ += ["load_weights", "save_weights"]
-from .features import FundusFeatureNet, GradeLesionLoss  # noqa: E402
+from .features import ClassAndBinaryLoss, DomainFeatureNet, FundusFeatureNet, oct_feature_extractor  # noqa: E402
 from .fundus import DCGANDiscriminator, DCGANGenerator, FundusVAE  # noqa: E402
 
-__all__ += ["DCGANDiscriminator", "DCGANGenerator", "FundusFeatureNet", "FundusVAE", "GradeLesionLoss"]
+__all__ += ["ClassAndBinaryLoss", "DCGANDiscriminator", "DCGANGenerator", "DomainFeatureNet", "FundusFeatureNet", "FundusVAE",
+            "oct_feature_extractor"]
