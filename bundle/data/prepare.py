@@ -83,15 +83,21 @@ def completed_record(out: Path, entry: dict, expect: dict) -> dict | None:
     return rec if all(rec.get(k) == v for k, v in expect.items()) else None
 
 
+def check_set_arguments(num, test_fraction: float, seed: int) -> int:
+    """Validate the size and split of a generated set before anything is written; returns ``num``."""
+    if int(num) < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    split_cases([], test_fraction, seed)
+    return int(num)
+
+
 def prepare_phantoms(out, num: int, size="128,128,128", seed: int = 0, test_fraction: float = 0.33,
                      pathology: str = "random") -> dict:
     """Write ``num`` OCT phantoms with all labels and ``datalist.json`` into ``out``; returns the datalist."""
     dims = parse_size(size)
-    if int(num) < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
+    num = check_set_arguments(num, test_fraction, seed)
     if pathology not in ("random",) + CATEGORIES:
         raise ValueError(f"pathology must be 'random' or one of {CATEGORIES}, got {pathology!r}")
-    split_cases([], test_fraction, seed)  # validates the fraction before anything is written
     out = Path(out)
     entries, categories = [], []
     for i in _progress(range(int(num)), int(num), "phantoms"):

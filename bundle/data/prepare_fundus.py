@@ -18,7 +18,7 @@ import numpy as np
 from ..io import save_json, save_png
 from .datalist import split_cases, write_datalist
 from .fundus_phantom import LESIONS, VERSION, generate_fundus_phantom
-from .prepare import _progress, case_seed, completed_record
+from .prepare import _progress, case_seed, check_set_arguments, completed_record
 
 FUNDUS_MASKS = ("fov", "vessels", "disc") + LESIONS
 
@@ -44,9 +44,7 @@ def _fundus_entry(name: str) -> dict:
 def prepare_fundus(out, num: int, size=128, seed: int = 0, test_fraction: float = 0.2) -> dict:
     """Write ``num`` fundus phantoms with all masks and ``datalist.json`` into ``out``; returns the datalist."""
     size = parse_image_size(size)
-    if int(num) < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
-    split_cases([], test_fraction, seed)  # validates the fraction before anything is written
+    num = check_set_arguments(num, test_fraction, seed)
     out = Path(out)
     entries, grades = [], []
     for i in _progress(range(int(num)), int(num), "fundus"):
