@@ -154,3 +154,24 @@ def test_vae_trains_and_samples(fundus_root):
     wf.initialize()
     wf.run()
     assert len(list((fundus_root / "v").glob("vae_00*.png"))) == 3
+
+
+def test_generator_batchnorm_recalibration_makes_eval_samples_match_training_mode():
+    torch.manual_seed(0)
+    g = DCGANGenerator(16, (16, 8, 8, 8))
+    for p in g.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)  # a trained generator's statistics differ from the init's
+    z = torch.randn(64, 16)
+    with torch.no_grad():
+        g.train()
+        reference = g(z)
+        g.eval()
+        stale = g(z)
+        g.recalibrate(batches=20, batch_size=64)
+        g.eval()
+        fresh = g(z)
+    assert (fresh - reference).abs().mean() < 0.25 * (stale - reference).abs().mean()
+    assert all(m.momentum == 0.1 for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)), "momentum restored"
+    with torch.no_grad():
+        again = g.eval()(z)
+    assert torch.equal(again, fresh), "eval-mode samples are deterministic"

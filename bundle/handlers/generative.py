@@ -33,6 +33,22 @@ def generate_images(generator: torch.nn.Module, num: int, latent_size: int, seed
     return out
 
 
+class RecalibrateBatchNorm:
+    """At every epoch end (before handlers attached after it sample) and at completion (before the
+    weights are exported), call ``generator.recalibrate(batches, batch_size)`` so eval-mode
+    samples use the current generator's batch-norm statistics (see ``DCGANGenerator.recalibrate``)."""
+
+    def __init__(self, generator: torch.nn.Module, batches: int = 20, batch_size: int = 64):
+        self.generator, self.batches, self.batch_size = generator, int(batches), int(batch_size)
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine=None) -> None:
+        self.generator.recalibrate(self.batches, self.batch_size)
+
+
 class SampleGridSaver:
     """Every ``interval`` epochs, write ``{output_dir}/{prefix}_epoch{N}.png``: a grid of images the
     generator makes from the same ``num`` seeded latents (so epochs are comparable), and add it to

@@ -65,6 +65,30 @@ class DCGANGenerator(nn.Module):
 
     generate = forward
 
+    @torch.no_grad()
+    def recalibrate(self, batches: int = 20, batch_size: int = 64, seed: int = 0) -> None:
+        """Set the batch-norm running statistics to the generator's population statistics.
+
+        During GAN training batch norm normalises with batch statistics, while the exponential
+        running averages lag behind a generator that changes every step, so eval-mode samples
+        come out washed-out grey. This re-estimates them as the plain average over ``batches``
+        batches of random latents (a fixed seed: the result is reproducible), after which
+        eval-mode sampling is per-sample deterministic and matches training-mode samples."""
+        was_training = self.training
+        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self.train()
+        gen = torch.Generator().manual_seed(int(seed))
+        device = next(self.parameters()).device
+        for _ in range(int(batches)):
+            self(torch.randn(batch_size, self.latent_size, generator=gen).to(device))
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        self.train(was_training)
+
 
 class DCGANDiscriminator(nn.Module):
     """D: image (B, in_channels, S, S) -> real/fake logit (B,), S = 4 * 2**len(channels).
