@@ -175,3 +175,20 @@ def test_generator_batchnorm_recalibration_makes_eval_samples_match_training_mod
     with torch.no_grad():
         again = g.eval()(z)
     assert torch.equal(again, fresh), "eval-mode samples are deterministic"
+
+
+def test_instance_noise_decays_with_the_trainer_iteration():
+    from types import SimpleNamespace
+
+    d = DCGANDiscriminator(3, (8, 8, 16, 16))
+    loss = DCGANLoss(d, instance_noise=0.2, anneal_iterations=100)
+    assert loss.noise_std == pytest.approx(0.2)
+    handlers = []
+    engine = SimpleNamespace(add_event_handler=lambda ev, fn: handlers.append(fn))
+    loss.attach(engine)
+    handlers[0](SimpleNamespace(state=SimpleNamespace(iteration=51)))  # ITERATION_STARTED of iteration 51
+    assert loss.noise_std == pytest.approx(0.1)
+    handlers[0](SimpleNamespace(state=SimpleNamespace(iteration=500)))
+    assert loss.noise_std == 0.0
+    with pytest.raises(ValueError, match="instance_noise"):
+        DCGANLoss(d, instance_noise=-1)
