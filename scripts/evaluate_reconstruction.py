@@ -28,7 +28,9 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
          ae3d_weights=None):
     """Encode each held-out volume (thumbnail -> E_3D -> f_sr) and decode it with plain Dec2D and with Dec_M."""
     p = ConfigParser()
-    p.read_config([os.path.join(ROOT, "configs", c) for c in ("inference.json", "common.json", "baselines/train_autoencoderkl3d.json")])
+    p.read_config([os.path.join(ROOT, "configs", c) for c in ("inference.json", "common.json")])
+    with open(os.path.join(ROOT, "configs", "baselines", "train_autoencoderkl3d.json")) as f:
+        p["autoencoderkl3d_def"] = jsonlib.load(f)["autoencoderkl3d_def"]  # the network only, not its training overlay
     p["datalist"] = datalist
     net = load_weights(p.get_parsed_content("nhae_def"), weights).eval()
     from monai.data import load_decathlon_datalist
