@@ -145,3 +145,20 @@ def test_autoencoderkl3d_baseline_config_trains_and_reconstructs(tmp_path):
         NHAEReconstructionInferer("autoencoderkl3d")(torch.zeros(1, 1, 16, 32, 32), NonHolisticAutoencoder(**TINY))
     with pytest.raises(ValueError, match="volume crops"):
         NHAEIteration("autoencoderkl3d").losses(net, torch.zeros(2, 1, 32, 32))
+
+
+def test_adaptors_can_train_on_thumbnail_path_latents():
+    torch.manual_seed(0)
+    net = NonHolisticAutoencoder(**TINY)
+    it = NHAEIteration("adaptors", adaptor_latents="mixed", thumbnail_probability=1.0)
+    x = torch.rand(1, 1, 16, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = net.dec_m(net.f_sr(net.encode_volume(x)[0]), pad_front=False, pad_back=False)
+    fake, real, _ = it.losses(net, x)
+    assert torch.allclose(fake, expected.transpose(1, 2).reshape(-1, 1, 32, 32), atol=1e-6), "decodes f_sr(E_3D(x))"
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    it(_engine(net, "adaptors"), {"image": x})
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("dec_m.adaptors") for k in changed)
+    with pytest.raises(ValueError, match="adaptor_latents"):
+        NHAEIteration("adaptors", adaptor_latents="thumbs")

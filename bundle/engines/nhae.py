@@ -12,7 +12,9 @@ stages (CA-LDM Sec. 2.1, ``specs/ca-ldm.md``):
   Dec2D of a few random slices of f_sr(z) and the true B-scans, KL on z.
 - ``adaptors`` (stage 3, everything but the adaptors frozen): batch (B, 1, k, H, W) stacks of
   consecutive B-scans; Dec_M on their Enc2D latents without end padding, L1 on the k - 2R slices
-  whose receptive field lies inside the stack.
+  whose receptive field lies inside the stack. ``adaptor_latents="mixed"`` decodes, with
+  probability ``thumbnail_probability``, the thumbnail-path latents f_sr(E_3D(stack)) instead
+  (k a multiple of 8), so the adaptors also learn the NHAE's own reconstruction path.
 - ``autoencoderkl3d`` (baseline, not part of CA-LDM): a holistic MONAI ``AutoencoderKL`` 3D on
   volume crops (B, 1, D, H, W) with L1 + KL, the comparison the NHAE acceptance asks for and the
   autoencoder of the "Medical Diffusion" baseline; its adversarial loss sees random B-scans of the
@@ -66,7 +68,8 @@ class NHAEIteration:
 
     def __init__(self, stage: str, discriminator: torch.nn.Module | None = None, d_optimizer=None, adv_weight: float = 0.01,
                  adv_start_iteration: int = 0, kl_weight: float = 1e-6, latent_weight: float = 1.0, slices_per_volume: int = 8,
-                 latent_slices: int = 32, image_key: str = "image"):
+                 latent_slices: int = 32, image_key: str = "image", adaptor_latents: str = "slices",
+                 thumbnail_probability: float = 0.5):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         if (discriminator is None) != (d_optimizer is None):
@@ -75,6 +78,9 @@ class NHAEIteration:
         self.adv_weight, self.adv_start = float(adv_weight), int(adv_start_iteration)
         self.kl_weight, self.latent_weight = float(kl_weight), float(latent_weight)
         self.slices_per_volume, self.latent_slices, self.image_key = int(slices_per_volume), int(latent_slices), image_key
+        if adaptor_latents not in ("slices", "mixed"):
+            raise ValueError(f"adaptor_latents must be 'slices' or 'mixed', got {adaptor_latents!r}")
+        self.adaptor_latents, self.thumbnail_probability = adaptor_latents, float(thumbnail_probability)
         self.adv_loss = PatchAdversarialLoss(criterion="least_squares")
 
     def losses(self, net: NonHolisticAutoencoder | AutoencoderKL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -108,7 +114,8 @@ class NHAEIteration:
             return fake, real, terms
         r = net.dec_m.receptive_radius
         with torch.no_grad():
-            lat = net.encode_slices(x)
+            use_thumbnail = self.adaptor_latents == "mixed" and torch.rand(()).item() < self.thumbnail_probability
+            lat = net.f_sr(net.encode_volume(x)[0]) if use_thumbnail else net.encode_slices(x)
         fake = _slices(net.dec_m(lat, pad_front=False, pad_back=False))
         real = _slices(x[:, :, r : x.shape[2] - r])
         return fake, real, {"l1": F.l1_loss(fake, real)}
