@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .io import save_nifti, save_png
 from .preview import volume_preview
