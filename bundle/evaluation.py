@@ -11,22 +11,27 @@ import torch.nn.functional as F
 
 from .data.datalist import load_checked_datalist
 from .data.prepare_fundus import read_rgb
-from .metrics.generative import frechet_distance, mean_pairwise_distance, swd
+from .metrics.generative import batched_features, frechet_distance, mean_pairwise_distance, swd
 from .metrics.reconstruction import slice_jitter
 from .metrics.volumes import inter_slices, intra_slices, kernel_distance, total_variation
 
 
-def list_images(path: str | os.PathLike, split: str = "test") -> list[str]:
-    """Image files of a set: a datalist JSON (its ``split`` list) or a folder of PNGs (grids excluded)."""
+def _list_set(path: str | os.PathLike, split: str, wanted, what: str) -> list[str]:
+    """Files of a set: a datalist JSON (its ``split`` list) or the files of a folder whose name passes ``wanted``."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
         return [i["image"] for i in load_checked_datalist(p, split)]
     if p.is_dir():
-        files = sorted(str(f) for f in p.glob("*.png") if not f.name.endswith("_grid.png"))
+        files = sorted(str(f) for f in p.iterdir() if wanted(f.name))
         if not files:
-            raise ValueError(f"{p} holds no PNG images")
+            raise ValueError(f"{p} holds no {what}")
         return files
-    raise ValueError(f"{p} is neither a datalist JSON nor a folder of PNG images")
+    raise ValueError(f"{p} is neither a datalist JSON nor a folder of {what}")
+
+
+def list_images(path: str | os.PathLike, split: str = "test") -> list[str]:
+    """Image files of a set: a datalist JSON (its ``split`` list) or a folder of PNGs (grids excluded)."""
+    return _list_set(path, split, lambda n: n.endswith(".png") and not n.endswith("_grid.png"), "PNG images")
 
 
 def load_images(files: list[str], size: int) -> torch.Tensor:
@@ -47,7 +52,7 @@ def load_images(files: list[str], size: int) -> torch.Tensor:
 def evaluate_fundus(real: torch.Tensor, fake: torch.Tensor, feature_net: torch.nn.Module, batch_size: int = 64) -> dict:
     """Fréchet distance on the bundle's domain features, SWD (x1e3, per level and mean) and diversity."""
     feature_net.eval()
-    feats = lambda x: torch.cat([feature_net.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])  # noqa: E731
+    feats = lambda x: batched_features(feature_net, x, batch_size)  # noqa: E731
     s = swd(real, fake)
     return {"n_real": len(real), "n_fake": len(fake), "fd_domain": frechet_distance(feats(fake), feats(real)),
             "swd": s["mean"], "swd_levels": s["levels"], "diversity": mean_pairwise_distance(fake),
@@ -57,15 +62,7 @@ def evaluate_fundus(real: torch.Tensor, fake: torch.Tensor, feature_net: torch.n
 
 def list_volumes(path: str | os.PathLike, split: str = "test") -> list[str]:
     """NIfTI volumes of a set: a datalist JSON (its ``split`` list) or a folder of ``*.nii.gz`` / ``*.nii``."""
-    p = Path(path)
-    if p.is_file() and p.suffix == ".json":
-        return [i["image"] for i in load_checked_datalist(p, split)]
-    if p.is_dir():
-        files = sorted(str(f) for f in p.iterdir() if f.name.endswith((".nii.gz", ".nii")))
-        if not files:
-            raise ValueError(f"{p} holds no NIfTI volumes")
-        return files
-    raise ValueError(f"{p} is neither a datalist JSON nor a folder of NIfTI volumes")
+    return _list_set(path, split, lambda n: n.endswith((".nii.gz", ".nii")), "NIfTI volumes")
 
 
 def load_volume(path: str, intensity_max: float = 255.0) -> torch.Tensor:
@@ -105,7 +102,7 @@ def evaluate_oct(real: list[torch.Tensor], fake: list[torch.Tensor], feature_net
         raise ValueError("both sets need at least one volume")
     feature_net.eval()
     size = tuple(real[0].shape[1:])
-    feats = lambda x: torch.cat([feature_net.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])  # noqa: E731
+    feats = lambda x: batched_features(feature_net, x, batch_size)  # noqa: E731
     res: dict = {"n_real": len(real), "n_fake": len(fake), "slices_per_volume": per_volume, "features": features}
     for name, inter in (("intra", False), ("inter", True)):
         r, f = _slice_set(real, per_volume, inter, size, seed), _slice_set(fake, per_volume, inter, size, seed + 1)

@@ -16,7 +16,7 @@ import torch
 from ignite.engine import Events
 
 from ..io import save_json, save_png
-from ..metrics.generative import frechet_distance, mean_pairwise_distance, swd
+from ..metrics.generative import batched_features, frechet_distance, mean_pairwise_distance, swd
 from ..preview import image_grid, line_plot
 
 
@@ -132,10 +132,8 @@ class GenerativeMetrics:
         self.real_features = self._features(self.real)
         self.real_diversity = mean_pairwise_distance(self.real)
 
-    @torch.no_grad()
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        dev = next(self.feature_net.parameters()).device
-        return torch.cat([self.feature_net.features(x[i : i + self.batch_size].to(dev)).cpu() for i in range(0, len(x), self.batch_size)])
+        return batched_features(self.feature_net, x, self.batch_size)
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)

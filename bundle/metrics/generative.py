@@ -115,6 +115,13 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     return float(FIDMetric()(features_a.double(), features_b.double()))
 
 
+@torch.no_grad()
+def batched_features(feature_net: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """``feature_net.features`` of (N, C, H, W) images in batches, on the net's device, returned on the CPU."""
+    dev = next(feature_net.parameters()).device
+    return torch.cat([feature_net.features(images[i : i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)])
+
+
 def mean_pairwise_distance(images: torch.Tensor, max_images: int = 256) -> float:
     """Diversity of a set: mean L2 distance between distinct pairs of images (RMS per pixel).
 
