@@ -14,6 +14,7 @@ import torch
 DEFAULT_NHAE = dict(channels_2d=(16, 32, 64, 64), channels_3d=(16, 32, 64), sr_channels=32, latent_channels=4,
                     num_res_blocks=1, norm_num_groups=8)
 DECODE_MODELS = ("dec_m", "slice2d", "autoencoderkl3d")
+SYNTHESIS_MODELS = ("caldm", "ldm3d", "medical_diffusion")
 
 
 def _rss_mb() -> float:
@@ -53,6 +54,54 @@ def decode_worker(size: tuple[int, int, int], model: str, mode: str, chunk_size:
             "baseline_rss_mb": round(baseline, 1), "output_shape": list(out.shape), "threads": torch.get_num_threads()}
 
 
+def synthesis_networks(model: str, size: tuple[int, int, int], root: str | None = None) -> tuple:
+    """(inferer, autoencoder, diffusion, refiner) of MODEL for volumes of ``size``, built from the bundle's
+    inference configs (so every model has the widths of the shipped configs at every size) with
+    random weights: memory and time of a forward pass do not depend on the weight values."""
+    from monai.bundle import ConfigParser
+
+    if model not in SYNTHESIS_MODELS:
+        raise ValueError(f"model must be one of {SYNTHESIS_MODELS}, got {model!r}")
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = [os.path.join(root, "configs", "inference.json")]
+    if model != "caldm":
+        files.append(os.path.join(root, "configs", "baselines", f"inference_{model}.json"))
+    cwd = os.getcwd()
+    os.chdir(root)  # the baseline configs reference the autoencoder definition by a bundle-relative path
+    try:
+        p = ConfigParser()
+        p.read_config(files)
+        p["image_size"] = list(size)
+        p["device"] = "$torch.device('cpu')"
+        nhae = p.get_parsed_content("nhae_def")
+        for a in nhae.dec_m.adaptors:  # trained adaptors are non-zero; cost does not depend on values
+            torch.nn.init.normal_(a.conv.weight, std=0.01)
+        nhae.scale_factor.fill_(1.0)
+        if model == "caldm":
+            p["decoder#progress"] = False
+            return p.get_parsed_content("inferer"), nhae.eval(), p.get_parsed_content("diffusion3d_def").eval(), \
+                p.get_parsed_content("refiner_def").eval()
+        auto = nhae if model == "ldm3d" else p.get_parsed_content("autoencoderkl3d_def")
+        return p.get_parsed_content("inferer"), auto.eval(), p.get_parsed_content("baseline_diffusion_def").eval(), None
+    finally:
+        os.chdir(cwd)
+
+
+def synthesis_worker(model: str, size: tuple[int, int, int], steps: int, seed: int = 0) -> dict:
+    """One full inference (STEPS DDIM steps per diffusion stage) of a (D, H, W) volume; seconds and peak RSS."""
+    torch.manual_seed(seed)
+    inferer, auto, diffusion, refiner = synthesis_networks(model, size)
+    inferer.steps, inferer.progress = int(steps), False
+    baseline = _rss_mb()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = inferer.sample(auto, diffusion, refiner, seed=seed)
+    seconds = time.perf_counter() - t0
+    return {"benchmark": "synthesis", "model": model, "size": list(size), "ddim_steps": int(steps), "seconds": round(seconds, 2),
+            "peak_rss_mb": round(_rss_mb(), 1), "baseline_rss_mb": round(baseline, 1), "output_shape": list(out.shape),
+            "threads": torch.get_num_threads()}
+
+
 def run_in_fresh_process(args: list[str], memory_limit_gb: float | None = None, timeout: float | None = None) -> dict:
     """Run ``python -m bundle.benchmarks ARGS`` and parse its last JSON line; report OOM / failure as such."""
     def _limit():
@@ -74,8 +123,14 @@ def run_in_fresh_process(args: list[str], memory_limit_gb: float | None = None, 
     return {"status": "out_of_memory" if oom else "failed", "error": err[-300:], "memory_limit_gb": memory_limit_gb}
 
 
-if __name__ == "__main__":  # worker entry: python -m bundle.benchmarks decode D,H,W MODEL MODE CHUNK
-    kind, size, model, mode, chunk = sys.argv[1:6]
-    if kind != "decode":
+if __name__ == "__main__":
+    # worker entries: python -m bundle.benchmarks decode D,H,W MODEL MODE CHUNK
+    #                 python -m bundle.benchmarks synthesis D,H,W MODEL STEPS
+    kind, size = sys.argv[1:3]
+    dims = tuple(int(s) for s in size.split(","))
+    if kind == "decode":
+        print(json.dumps(decode_worker(dims, sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+    elif kind == "synthesis":
+        print(json.dumps(synthesis_worker(sys.argv[3], dims, int(sys.argv[4]))))
+    else:
         raise SystemExit(f"unknown worker {kind}")
-    print(json.dumps(decode_worker(tuple(int(s) for s in size.split(",")), model, mode, int(chunk))))

@@ -117,3 +117,55 @@ def evaluate_oct(real: list[torch.Tensor], fake: list[torch.Tensor], feature_net
             res[f"tv_{axis}_{tag}"] = [float(np.mean(vals)), float(np.std(vals))]
         res[f"jitter_{tag}"] = float(np.mean([slice_jitter(v) for v in vols]))
     return res
+
+
+def evaluate_oct_sets(real, fake, real_split: str = "test", fake_split: str = "test", features: str = "domain",
+                      feature_weights: str | None = None, inception_weights: str | None = None, per_volume: int = 32,
+                      max_volumes: int = 100, seed: int = 0) -> dict:
+    """``evaluate_oct`` on two sets named by a datalist JSON (its split) or a folder of NIfTI volumes."""
+    from .networks import oct_feature_extractor
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    weights = feature_weights or os.path.join(root, "models", "oct_features.pt")
+    torch.manual_seed(seed)
+    net = oct_feature_extractor(features, weights, inception_weights)
+    r = [load_volume(v) for v in list_volumes(real, real_split)[: int(max_volumes)]]
+    f = [load_volume(v) for v in list_volumes(fake, fake_split)[: int(max_volumes)]]
+    res = evaluate_oct(r, f, net, int(per_volume), features=features, seed=seed)
+    res.update(real=str(real), fake=str(fake), feature_weights=str(weights) if features == "domain" else str(inception_weights))
+    return res
+
+
+def oct_markdown(results: list[dict], names: list[str] | None = None) -> str:
+    """A Markdown table of ``evaluate_oct`` results (one row per result, plus the first real set's own TV and jitter)."""
+    names = names or [str(r["fake"]) for r in results]
+    tv = lambda v: f"{v[0]:.4f} +- {v[1]:.4f}"  # noqa: E731
+    lines = [f"features: {results[0]['features']}; {results[0]['slices_per_volume']} slices per volume and direction",
+             "| set | n | Intra-FD | Inter-FD | Intra-KID | Inter-KID | Intra-SWD x1e3 | Inter-SWD x1e3 | TV (D+H+W) | TV D | jitter |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in zip(names, results):
+        lines.append(f"| {name} | {r['n_fake']} | {r['intra_fd']:.3f} | {r['inter_fd']:.3f} | {r['intra_kid']:.4f} | "
+                     f"{r['inter_kid']:.4f} | {r['intra_swd']:.2f} | {r['inter_swd']:.2f} | {tv(r['tv_total_fake'])} | "
+                     f"{tv(r['tv_D_fake'])} | {r['jitter_fake']:.4f} |")
+    r = results[0]
+    lines.append(f"| real ({r['real']}) | {r['n_real']} | - | - | - | - | - | - | {tv(r['tv_total_real'])} | "
+                 f"{tv(r['tv_D_real'])} | {r['jitter_real']:.4f} |")
+    return "\n".join(lines)
+
+
+def run_oct_evaluation(real, fakes, output_file: str | os.PathLike | None = None, names=None, **kwargs) -> list[dict]:
+    """Evaluate one or several fake sets against ``real``; print the Markdown table and, when
+    ``output_file`` is given, write ``output_file`` (JSON) and the table beside it (``.md``), atomically."""
+    from .io import atomic_path, save_json
+
+    fakes = [fakes] if isinstance(fakes, (str, os.PathLike)) else list(fakes)
+    if not fakes:
+        raise ValueError("no fake set to evaluate")
+    results = [evaluate_oct_sets(real, f, **kwargs) for f in fakes]
+    table = oct_markdown(results, names)
+    print(table)
+    if output_file:
+        save_json(results, output_file)
+        with atomic_path(os.path.splitext(str(output_file))[0] + ".md") as tmp:
+            Path(tmp).write_text(table + "\n")
+    return results

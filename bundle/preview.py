@@ -91,9 +91,11 @@ def image_grid(images, nrow: int = 8, gap: int = 2) -> np.ndarray:
     return grid[..., 0] if c == 1 else grid
 
 
-def line_plot(series: dict, width: int = 640, height: int = 360, title: str = "") -> np.ndarray:
+def line_plot(series: dict, width: int = 640, height: int = 360, title: str = "", x_labels: list[str] | None = None,
+              x_title: str = "epoch") -> np.ndarray:
     """A small RGB line plot (uint8) of ``{name: [y per epoch]}`` with axes, ticks and a legend,
-    drawn with PIL (the bundle does not depend on matplotlib)."""
+    drawn with PIL (the bundle does not depend on matplotlib). ``x_labels`` names every x position
+    (default: 1, the middle and the last epoch); NaN values are gaps."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), "white")
@@ -113,9 +115,10 @@ def line_plot(series: dict, width: int = 640, height: int = 360, title: str = ""
     for t in np.linspace(lo, hi, 5):
         dr.line([left - 4, py(t), left, py(t)], fill="black")
         dr.text((4, py(t) - 6), f"{t:.3g}", fill="black")
-    for i in sorted({0, n - 1, (n - 1) // 2}):
-        dr.text((px(i) - 6, height - bottom + 6), str(i + 1), fill="black")
-    dr.text((width // 2 - 16, height - 16), "epoch", fill="black")
+    ticks = {i: str(i + 1) for i in sorted({0, n - 1, (n - 1) // 2})} if x_labels is None else dict(enumerate(x_labels))
+    for i, lab in ticks.items():
+        dr.text((px(i) - 3 * len(lab), height - bottom + 6), lab, fill="black")
+    dr.text((width // 2 - 3 * len(x_title), height - 16), x_title, fill="black")
     dr.text((left, 8), title, fill="black")
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
     for k, (name, ys) in enumerate(series.items()):

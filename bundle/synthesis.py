@@ -39,6 +39,13 @@ def check_num_samples(num_samples) -> int:
     return int(num_samples)
 
 
+def output_size(inferer) -> tuple[int, int, int]:
+    """(D, H, W) an inferer produces: its ``output_size`` if it has one, else 8x its latent shape (CA-LDM)."""
+    if hasattr(inferer, "output_size"):
+        return tuple(inferer.output_size)
+    return tuple(int(s) * 8 for s in inferer.latent_shape[1:])
+
+
 def synthesize(inferer, nhae, diffusion3d, refiner, num_samples: int, seed: int, output_dir: str | os.PathLike,
                spacing: Sequence[float], image_size: Sequence[int], prefix: str = "synthetic_oct") -> list[dict]:
     """Write ``num_samples`` volumes (seeds seed, seed+1, ...) as uint8 NIfTI plus a preview PNG each.
@@ -48,9 +55,9 @@ def synthesize(inferer, nhae, diffusion3d, refiner, num_samples: int, seed: int,
     """
     num_samples = check_num_samples(num_samples)
     size = check_image_size(image_size)
-    expected = (inferer.latent_shape[1] * 8, inferer.latent_shape[2] * 8, inferer.latent_shape[3] * 8)
+    expected = output_size(inferer)
     if size != expected:
-        raise ValueError(f"image_size {size} does not match the latent shape {inferer.latent_shape} (x8 -> {expected})")
+        raise ValueError(f"image_size {size} does not match the latent shape {inferer.latent_shape} (-> {expected})")
     out = check_output_dir(output_dir)
     for m in (nhae, diffusion3d, refiner):
         if m is not None:
@@ -59,13 +66,43 @@ def synthesize(inferer, nhae, diffusion3d, refiner, num_samples: int, seed: int,
     for i in range(int(num_samples)):
         s = int(seed) + i
         t0 = time.perf_counter()
-        vol = inferer.sample(nhae, diffusion3d, refiner, seed=s)[0].float().cpu().numpy()
+        vol = inferer.sample(nhae, diffusion3d, refiner, seed=s)
         seconds = time.perf_counter() - t0
-        u8 = np.round((vol + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-        name = f"{prefix}_seed{s}"
-        save_nifti(u8, out / f"{name}.nii.gz", spacing)
-        save_png(volume_preview(u8), out / f"{name}_preview.png")
-        records.append({"image": f"{name}.nii.gz", "preview": f"{name}_preview.png", "seed": s, "seconds": round(seconds, 2)})
-        print(f"wrote {out / (name + '.nii.gz')} ({seconds:.1f} s)")
+        records.append(dict(write_volume(vol, out, f"{prefix}_seed{s}", spacing), seed=s, seconds=round(seconds, 2)))
+        print(f"wrote {out / records[-1]['image']} ({seconds:.1f} s)")
+    return records
+
+
+def write_volume(vol, out: Path, name: str, spacing: Sequence[float]) -> dict:
+    """(1, D, H, W) tensor in [-1, 1] -> ``out/name.nii.gz`` (uint8, spacing) and ``out/name_preview.png``, atomically."""
+    u8 = np.round((vol[0].float().cpu().numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    save_nifti(u8, out / f"{name}.nii.gz", spacing)
+    save_png(volume_preview(u8), out / f"{name}_preview.png")
+    return {"image": f"{name}.nii.gz", "preview": f"{name}_preview.png"}
+
+
+def synthesize_ablations(inferer, nhae, diffusion3d, refiner, num_samples: int, seed: int, output_dir: str | os.PathLike,
+                         spacing: Sequence[float], image_size: Sequence[int], prefix: str = "synthetic_oct") -> list[dict]:
+    """The paper's ablation rows from one pass per seed (``CascadedLatentDiffusionInferer.sample_ablations``):
+    writes ``output_dir/{nhae_diff3d,diff_slice,caldm}/PREFIX_seedS.nii.gz`` (+ previews)."""
+    num_samples = check_num_samples(num_samples)
+    size = check_image_size(image_size)
+    if size != output_size(inferer):
+        raise ValueError(f"image_size {size} does not match the latent shape {inferer.latent_shape} (-> {output_size(inferer)})")
+    if refiner is None:
+        raise ValueError("the ablations need the refiner (use_refiner must be true)")
+    out = check_output_dir(output_dir)
+    dirs = {k: check_output_dir(out / k) for k in ("nhae_diff3d", "diff_slice", "caldm")}
+    for m in (nhae, diffusion3d, refiner):
+        m.eval()
+    records = []
+    for i in range(num_samples):
+        s = int(seed) + i
+        t0 = time.perf_counter()
+        vols = inferer.sample_ablations(nhae, diffusion3d, refiner, seed=s)
+        seconds = time.perf_counter() - t0
+        for k, v in vols.items():
+            records.append(dict(write_volume(v, dirs[k], f"{prefix}_seed{s}", spacing), variant=k, seed=s))
+        print(f"wrote seed {s} for {list(vols)} ({seconds:.1f} s)")
     return records
 

@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py phantom --size 128,128,128 [--repeats 5]
     python scripts/benchmark.py decode --size 256,256,256 --mode stack|window [--model dec_m|slice2d|autoencoderkl3d]
+    python scripts/benchmark.py memory --sizes 64,128,256,512 --models caldm,ldm3d,medical_diffusion [--steps 2] [--json]
 """
 
 import json as jsonlib
@@ -15,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fire  # noqa: E402
 
-from bundle.benchmarks import DECODE_MODELS, run_in_fresh_process  # noqa: E402
+from bundle.benchmarks import DECODE_MODELS, SYNTHESIS_MODELS, run_in_fresh_process  # noqa: E402
 from bundle.data.oct_phantom import generate_oct_phantom  # noqa: E402
 
 
@@ -65,5 +66,70 @@ def decode(size="128,128,128", mode="stack", model="dec_m", chunk_size=16, memor
     print(jsonlib.dumps(result))
 
 
+def _list(value, cast=str) -> list:
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    return [cast(v) for v in items if str(v).strip()]
+
+
+def memory(sizes="64,128,256,512", models="caldm,ldm3d,medical_diffusion", steps=2, memory_limit_gb=20.0, timeout=3600,
+           out_png="docs/figures/memory_vs_resolution.png", out_jsonl="docs/benchmarks/memory.jsonl", json=False):
+    """Peak memory and time of one full inference per model and cubic size (Fig. 3a in miniature).
+
+    Every point runs in a fresh process capped at MEMORY_LIMIT_GB of address space, with random
+    weights and the widths of the shipped inference configs at every size, STEPS DDIM steps per
+    diffusion stage (memory does not depend on the step count; time does). A model that does not fit
+    is recorded as out_of_memory, one that runs past TIMEOUT seconds as timeout. Writes one JSON line
+    per point to OUT_JSONL (appended), the figure OUT_PNG and prints a Markdown table (or JSON lines).
+    """
+    sizes, models = _list(sizes, int), _list(models)
+    bad = [m for m in models if m not in SYNTHESIS_MODELS]
+    if bad:
+        raise ValueError(f"unknown model(s) {bad}; choose from {SYNTHESIS_MODELS}")
+    if not sizes or any(s < 8 or s % 8 for s in sizes):
+        raise ValueError(f"sizes must be positive multiples of 8, got {sizes}")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    from bundle.io import save_png
+    from bundle.preview import line_plot
+
+    rows = []
+    for s in sizes:
+        for m in models:
+            r = run_in_fresh_process(["synthesis", f"{s},{s},{s}", m, str(int(steps))], memory_limit_gb, timeout)
+            r.update(size=[s, s, s], model=m, ddim_steps=int(steps))
+            rows.append(r)
+            if json:
+                print(jsonlib.dumps(r), flush=True)
+            if out_jsonl:
+                os.makedirs(os.path.dirname(os.path.abspath(out_jsonl)), exist_ok=True)
+                with open(out_jsonl, "a") as f:
+                    f.write(jsonlib.dumps(r) + "\n")
+    cell = {(r["model"], r["size"][0]): r for r in rows}
+
+    def fmt(r):
+        return f"{r['peak_rss_mb'] / 1024:.2f} GB, {r['seconds']:.0f} s" if r["status"] == "ok" else r["status"].replace("_", " ")
+
+    if not json:
+        print(f"peak RSS and time of one inference ({int(steps)} DDIM steps per stage; limit {memory_limit_gb} GB)")
+        print("| model | " + " | ".join(f"{s}^3" for s in sizes) + " |\n|---|" + "---|" * len(sizes))
+        for m in models:
+            print(f"| {m} | " + " | ".join(fmt(cell[(m, s)]) for s in sizes) + " |")
+        for m in models:
+            if m == "caldm" or "caldm" not in models:
+                continue
+            both = [s for s in sizes if cell[("caldm", s)]["status"] == "ok" and cell[(m, s)]["status"] == "ok"]
+            if both:
+                s = both[-1]
+                print(f"{m} / caldm peak RSS at {s}^3: {cell[(m, s)]['peak_rss_mb'] / cell[('caldm', s)]['peak_rss_mb']:.2f}x")
+    if out_png:
+        import numpy as np
+
+        series = {m: [cell[(m, s)]["peak_rss_mb"] / 1024 if cell[(m, s)]["status"] == "ok" else float("nan") for s in sizes]
+                  for m in models}
+        img = line_plot(series, title=f"peak RSS (GB) of one inference, {int(steps)} DDIM steps; gap = did not fit in "
+                        f"{memory_limit_gb:g} GB", x_labels=[f"{s}^3" for s in sizes], x_title="volume size")
+        save_png(np.asarray(img), out_png)
+
+
 if __name__ == "__main__":
-    fire.Fire({"phantom": phantom, "decode": decode})
+    fire.Fire({"phantom": phantom, "decode": decode, "memory": memory})

@@ -3,6 +3,7 @@
     python scripts/evaluate.py fundus --real data/fundus/datalist.json --fake out/dcgan [--real_split test] [--json]
     python scripts/evaluate.py fundus --real data/fundus/datalist.json --fake data/fundus/datalist.json --fake_split training
     python scripts/evaluate.py oct --real data/phantoms/datalist.json --fake out [--features domain|inception --inception_weights FILE] [--json]
+    python scripts/evaluate.py oct --real data/phantoms/datalist.json --fake out/a,out/b --names A,B --output_file out/table.json
 
 ``--real`` / ``--fake``: a MONAI datalist JSON (its split) or a folder of PNG images. Prints a
 Markdown row (or JSON): Fréchet distance on the bundle's domain features (FD-domain; not Inception
@@ -43,29 +44,24 @@ def fundus(real, fake, real_split="test", fake_split="test", size=128, feature_w
 
 
 def oct(real, fake, real_split="test", fake_split="test", features="domain", feature_weights=None, inception_weights=None,
-        per_volume=32, max_volumes=100, json=False):
-    """Intra/Inter-slice FD and KID, SWD, TV and slice jitter of FAKE OCT volumes against REAL ones."""
-    import torch
+        per_volume=32, max_volumes=100, names=None, output_file=None, json=False):
+    """Intra/Inter-slice FD and KID, SWD, TV and slice jitter of FAKE OCT volumes against REAL ones.
 
-    from bundle.evaluation import evaluate_oct, list_volumes, load_volume
-    from bundle.networks import oct_feature_extractor
+    FAKE may be several sets (comma-separated folders), each becoming one table row; NAMES labels them.
+    OUTPUT_FILE: also write the results as JSON there and the Markdown table beside it (.md)."""
+    from bundle.evaluation import evaluate_oct_sets, run_oct_evaluation
 
-    torch.manual_seed(0)
-    net = oct_feature_extractor(features, feature_weights or os.path.join(ROOT, "models", "oct_features.pt"), inception_weights)
-    r = [load_volume(f) for f in list_volumes(real, real_split)[: int(max_volumes)]]
-    f = [load_volume(v) for v in list_volumes(fake, fake_split)[: int(max_volumes)]]
-    res = evaluate_oct(r, f, net, int(per_volume), features=features)
-    res.update(real=str(real), fake=str(fake))
+    kw = dict(real_split=real_split, fake_split=fake_split, features=features, feature_weights=feature_weights,
+              inception_weights=inception_weights, per_volume=int(per_volume), max_volumes=int(max_volumes))
+    fakes = fake.split(",") if isinstance(fake, str) else list(fake)
+    names = names.split(",") if isinstance(names, str) else names
+    if names is not None and len(names) != len(fakes):
+        raise ValueError(f"{len(names)} names for {len(fakes)} fake sets")
     if json:
-        print(jsonlib.dumps(res))
+        for f in fakes:
+            print(jsonlib.dumps(evaluate_oct_sets(real, f, **kw)))
         return
-    tv = lambda k: f"{res[k][0]:.4f} +- {res[k][1]:.4f}"  # noqa: E731
-    print(f"features: {features}; {res['n_fake']} fake vs {res['n_real']} real volumes, {per_volume} slices per volume and direction")
-    print("| set | Intra-FD | Inter-FD | Intra-KID | Inter-KID | Intra-SWD | Inter-SWD | TV (D, H, W summed) | jitter |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {fake} | {res['intra_fd']:.3f} | {res['inter_fd']:.3f} | {res['intra_kid']:.4f} | {res['inter_kid']:.4f} | "
-          f"{res['intra_swd']:.2f} | {res['inter_swd']:.2f} | {tv('tv_total_fake')} | {res['jitter_fake']:.4f} |")
-    print(f"| real ({real}) | - | - | - | - | - | - | {tv('tv_total_real')} | {res['jitter_real']:.4f} |")
+    run_oct_evaluation(real, fakes, output_file, names, **kw)
 
 
 def main():

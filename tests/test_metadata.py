@@ -47,17 +47,31 @@ OVERLAYS = {  # config -> the configs it overlays, in order
     "train_vae.json": ["inference_vae.json", "fundus_common.json"],
     "train_fundus_features.json": ["fundus_common.json"],
     "train_oct_features.json": ["common.json"],
+    "inference_ablations.json": ["inference.json"],
+    "baselines/train_autoencoderkl3d.json": NHAE,
+    "baselines/inference_ldm3d.json": ["inference.json"],
+    "baselines/inference_medical_diffusion.json": ["inference.json"],
+    "baselines/train_ldm3d.json": ["inference.json", "common.json", "baselines/inference_ldm3d.json", "train_diffusion_base.json"],
+    "baselines/train_medical_diffusion.json": ["inference.json", "common.json", "baselines/inference_medical_diffusion.json",
+                                               "train_diffusion_base.json"],
 }
 
 
-def test_every_config_parses_and_builds_its_trainer():
+def test_every_config_parses_and_builds_its_trainer(monkeypatch):
     from monai.bundle import ConfigParser
 
-    for cfg in sorted((ROOT / "configs").glob("*.json")):
+    monkeypatch.chdir(ROOT)  # configs are run from the bundle root (the baselines reference one another by path)
+    configs = sorted((ROOT / "configs").glob("*.json")) + sorted((ROOT / "configs" / "baselines").glob("*.json"))
+    assert set(OVERLAYS) - {str(c.relative_to(ROOT / "configs")) for c in configs} == set(), "stale OVERLAYS entries"
+    for cfg in configs:
+        name = str(cfg.relative_to(ROOT / "configs"))
         p = ConfigParser()
-        p.read_config([str(ROOT / "configs" / f) for f in OVERLAYS.get(cfg.name, [])] + [str(cfg)])
-        assert p.config, cfg.name
+        p.read_config([str(ROOT / "configs" / f) for f in OVERLAYS.get(name, [])] + [str(cfg)])
+        assert p.config, name
         p["bundle_root"] = str(ROOT)
+        if name.startswith("baselines/") and "baseline_diffusion_def" in p:
+            assert p.get_parsed_content("inferer").output_size == (128, 128, 128), name
+            assert p.get_parsed_content("baseline_diffusion_def").unet is not None
         if cfg.name in ("train_autoencoder2d.json", "train_nhae.json", "train_decoder_adaptors.json"):
             assert p.get_parsed_content("iteration").stage == p["stage"]
         if cfg.name in ("train_diffusion3d.json", "train_refiner.json", "inference.json", "inference_paper512.json"):

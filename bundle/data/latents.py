@@ -47,6 +47,49 @@ def precompute_latents(network, datalist: Sequence[dict], transform: Callable, p
     return result
 
 
+BASELINES = ("ldm3d", "medical_diffusion")
+
+
+@torch.no_grad()
+def precompute_baseline_latents(baseline: str, autoencoder, datalist: Sequence[dict], transform: Callable,
+                                path: str | os.PathLike, flips: bool = True, image_key: str = "image") -> dict:
+    """Training latents of a Table-1 baseline, scaled to unit std; saves {"z", "scale_factor"} to ``path``.
+
+    ``baseline`` "ldm3d": ``autoencoder`` is the NHAE and z = Enc2D of every B-scan stacked along D,
+    (N, c, D, H/8, W/8); "medical_diffusion": ``autoencoder`` is a MONAI 3D ``AutoencoderKL`` and
+    z = its encoder mean, (N, c, D/8, H/8, W/8).
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if not datalist:
+        raise ValueError("cannot precompute latents: the training datalist is empty")
+    autoencoder.eval()
+    device = next(autoencoder.parameters()).device
+    variants = [(), (2,), (4,), (2, 4)] if flips else [()]
+    zs = []
+    for item in datalist:
+        x = transform(dict(item))[image_key]
+        x = (x.as_tensor() if hasattr(x, "as_tensor") else x)[None].to(device)
+        for dims in variants:
+            xv = torch.flip(x, dims) if dims else x
+            z = autoencoder.encode_slices(xv) if baseline == "ldm3d" else autoencoder.encode(xv)[0]
+            zs.append(z.cpu())
+    z = torch.cat(zs)
+    scale = 1.0 / z.std().item()
+    result = {"z": z * scale, "scale_factor": torch.tensor(scale)}
+    with atomic_path(path) as tmp:
+        torch.save(result, tmp)
+    return result
+
+
+def ensure_baseline_latents(baseline: str, autoencoder, datalist: Sequence[dict], transform: Callable,
+                            path: str | os.PathLike, flips: bool = True) -> str:
+    """Precompute the baseline's latents unless ``path`` exists (delete it after retraining the autoencoder)."""
+    if not os.path.isfile(path):
+        precompute_baseline_latents(baseline, autoencoder, datalist, transform, path, flips)
+    return str(path)
+
+
 def load_latents(path: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"latent file {path} not found; run configs/prepare_latents.json first (docs/README.md)")
@@ -54,8 +97,13 @@ def load_latents(path: str | os.PathLike) -> dict:
 
 
 def volume_items(path: str | os.PathLike) -> list[dict]:
-    """Diff_3D training items: [{"image": z (c, D', H', W')}, ...]."""
+    """Diff_3D (and baseline diffusion) training items: [{"image": z (c, D', H', W')}, ...]."""
     return [{"image": z} for z in load_latents(path)["z"]]
+
+
+def latent_scale_factor(path: str | os.PathLike) -> float:
+    """The ``scale_factor`` a latent file was saved with."""
+    return float(load_latents(path)["scale_factor"])
 
 
 def slice_items(path: str | os.PathLike, neighbours: int = 0) -> list[dict]:

@@ -9,3 +9,6 @@ __all__ += ["NHAEReconstructionInferer"]
 from .cascade import CascadedLatentDiffusionInferer, ConcatDiffusionInferer  # noqa: E402
 
 __all__ += ["CascadedLatentDiffusionInferer", "ConcatDiffusionInferer"]
+from .baselines import LatentDiffusion3DInferer  # noqa: E402
+
+__all__ += ["LatentDiffusion3DInferer"]

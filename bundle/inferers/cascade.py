@@ -74,27 +74,54 @@ class CascadedLatentDiffusionInferer:
         concatenated to the networks' inputs (networks built with ``label_channels = l``), for
         label-guided synthesis; without them the networks must have been built with no label channels.
         """
-        device = next(nhae.parameters()).device
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        z_sr = self._global_latent(nhae, diffusion3d, gen, label_3d)
+        if self.use_refiner:
+            z_sr = self._refine(nhae, refiner, z_sr, gen, label_slices)
+        return self.decoder(z_sr.float(), nhae.dec_m).clamp(-1, 1)
+
+    @torch.no_grad()
+    def sample_ablations(self, nhae: NonHolisticAutoencoder, diffusion3d: torch.nn.Module, refiner: torch.nn.Module,
+                         seed: int = 0) -> dict[str, torch.Tensor]:
+        """The three rows of the paper's ablation from one pass, sharing the Diff_3D and refiner samples:
+        "nhae_diff3d" (no refiner, plain Dec2D), "diff_slice" (refiner, plain Dec2D) and "caldm"
+        (refiner, Dec_M with this inferer's decoder). Each equals ``sample`` with the same seed and the
+        matching switches (the random streams are consumed in the same order)."""
+        plain = SlidingSliceDecoder("slice2d", chunk_size=self.decoder.chunk_size, output_dtype=self.decoder.output_dtype)
+        full = self.decoder if self.use_dec_m else SlidingSliceDecoder("stack", chunk_size=self.decoder.chunk_size,
+                                                                      output_dtype=self.decoder.output_dtype)
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        z_sr = self._global_latent(nhae, diffusion3d, gen, None)
+        out = {"nhae_diff3d": plain(z_sr.float(), nhae.dec_m).clamp(-1, 1)}
+        z_hr = self._refine(nhae, refiner, z_sr, gen, None).float()
+        out["diff_slice"] = plain(z_hr, nhae.dec_m).clamp(-1, 1)
+        out["caldm"] = full(z_hr, nhae.dec_m).clamp(-1, 1)
+        return out
+
+    def _global_latent(self, nhae, diffusion3d, gen: torch.Generator, label_3d) -> torch.Tensor:
+        """noise -> Diff_3D (DDIM) -> f_sr: (c, D, h, w) in Enc2D latent units."""
+        device = next(nhae.parameters()).device
         noise = torch.randn((1, *self.latent_shape), generator=gen).to(device)
         c3 = None if label_3d is None else label_3d.to(device)
         z = _ddim(diffusion3d, self.scheduler, noise, self.steps, self.eta, c3, gen, "Diff_3D", self.progress, self.amp)
-        z_sr = nhae.f_sr(z / nhae.scale_factor)[0]  # (c, D, h, w), in Enc2D latent units
-        if self.use_refiner:
-            if refiner is None:
-                raise ValueError("use_refiner=True needs the refiner network")
-            s2 = nhae.slice_scale_factor
-            cond = neighbour_condition(z_sr * s2, self.neighbours)  # (D, c', h, w)
-            if label_slices is not None:
-                cond = torch.cat([cond, label_slices.to(device)], dim=1)
-            refined = []
-            for a in range(0, cond.shape[0], self.slice_batch):
-                c = cond[a : a + self.slice_batch]
-                x = torch.randn((c.shape[0], z_sr.shape[0], *c.shape[2:]), generator=gen).to(device)
-                refined.append(_ddim(refiner, self.scheduler, x, self.steps, self.eta, c, gen,
-                                     f"Diff_slice {a}/{cond.shape[0]}", self.progress, self.amp))
-            z_sr = torch.cat(refined).transpose(0, 1) / s2
-        return self.decoder(z_sr.float(), nhae.dec_m).clamp(-1, 1)
+        return nhae.f_sr(z / nhae.scale_factor)[0]
+
+    def _refine(self, nhae, refiner, z_sr: torch.Tensor, gen: torch.Generator, label_slices) -> torch.Tensor:
+        """Diff_slice: every B-scan latent re-sampled (DDIM) conditioned on f_sr(z) (and its neighbours)."""
+        if refiner is None:
+            raise ValueError("use_refiner=True needs the refiner network")
+        device = z_sr.device
+        s2 = nhae.slice_scale_factor
+        cond = neighbour_condition(z_sr * s2, self.neighbours)  # (D, c', h, w)
+        if label_slices is not None:
+            cond = torch.cat([cond, label_slices.to(device)], dim=1)
+        refined = []
+        for a in range(0, cond.shape[0], self.slice_batch):
+            c = cond[a : a + self.slice_batch]
+            x = torch.randn((c.shape[0], z_sr.shape[0], *c.shape[2:]), generator=gen).to(device)
+            refined.append(_ddim(refiner, self.scheduler, x, self.steps, self.eta, c, gen,
+                                 f"Diff_slice {a}/{cond.shape[0]}", self.progress, self.amp))
+        return torch.cat(refined).transpose(0, 1) / s2
 
 
 class ConcatDiffusionInferer:

@@ -11,3 +11,6 @@ from .fundus import DCGANDiscriminator, DCGANGenerator, FundusVAE  # noqa: E402
 
 __all__ += ["ClassAndBinaryLoss", "DCGANDiscriminator", "DCGANGenerator", "DomainFeatureNet", "FundusFeatureNet", "FundusVAE",
             "oct_feature_extractor"]
+from .baselines import ScaledDiffusionUNet  # noqa: E402
+
+__all__ += ["ScaledDiffusionUNet"]
