@@ -158,3 +158,39 @@ def test_memory_benchmark_worker_reports_every_model_and_out_of_memory():
     # the holistic 3D decoder of a 128^3 volume needs more than 1.2 GB: reported, not raised
     r = run_in_fresh_process(["synthesis", "128,128,128", "medical_diffusion", "1"], memory_limit_gb=1.2)
     assert r["status"] == "out_of_memory" and "allocate" in r["error"], r
+
+
+def test_ddim_step_matches_monai_and_correlated_noise_statistics():
+    from bundle.inferers.cascade import correlated_noise, ddim_step
+
+    sched = _parser().get_parsed_content("scheduler")
+    sched.set_timesteps(10)
+    x, eps = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    for t in (int(sched.timesteps[0]), int(sched.timesteps[-1])):
+        ref, _ = sched.step(eps, t, x, eta=0.0)
+        assert torch.allclose(ddim_step(sched, eps, t, x, 0.0, None), ref, atol=1e-6)
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        ref, _ = sched.step(eps, t, x, eta=1.0, generator=g1)
+        assert torch.allclose(ddim_step(sched, eps, t, x, 1.0, torch.randn(x.shape, generator=g2)), ref, atol=1e-6)
+    n = correlated_noise((64, 2000), 2.0, torch.Generator().manual_seed(0))
+    assert n.std(1).mean().item() == pytest.approx(1.0, abs=0.05)
+    rho = (n[1:] * n[:-1]).mean().item()
+    assert rho == pytest.approx(np.exp(-1 / 16), abs=0.05)  # exp(-k^2 / (4 sigma^2)) at k = 1
+    assert correlated_noise((4, 3), 0.0, torch.Generator().manual_seed(1)).shape == (4, 3)
+
+
+def test_correlated_refiner_noise_reduces_slice_to_slice_change():
+    p = _parser()
+    torch.manual_seed(0)
+    nhae = p.get_parsed_content("nhae_def").eval()
+    d3 = _perturb(p.get_parsed_content("diffusion3d_def")).eval()
+    ref = _perturb(p.get_parsed_content("refiner_def")).eval()
+    step = {}
+    for sigma in (0.0, 3.0):
+        inf = _parser(noise_correlation=sigma, slice_batch=5).get_parsed_content("inferer")  # several batches
+        vol = inf.sample(nhae, d3, ref, seed=4)
+        assert torch.equal(vol, inf.sample(nhae, d3, ref, seed=4))
+        step[sigma] = (vol[0, 1:] - vol[0, :-1]).abs().mean().item()
+    assert step[3.0] < 0.7 * step[0.0], step
+    with pytest.raises(ValueError, match="noise_correlation"):
+        type(inf)(inf.scheduler, inf.decoder, inf.latent_shape, noise_correlation=-1)

@@ -107,3 +107,21 @@ def test_volume_slices_total_variation_and_kid():
     assert abs(same) < 0.2 < near < far
     with pytest.raises(ValueError, match="volume"):
         total_variation(torch.zeros(2, 3))
+
+
+def test_batch_norm_recalibration_matches_eval_to_train_mode():
+    from bundle.networks.features import recalibrate_batch_norm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    net[1].running_mean.fill_(5.0)  # stale statistics, as after fast-moving training
+    net[1].running_var.fill_(0.01)
+    x = torch.randn(64, 1, 12, 12) * 3 + 1
+    with torch.no_grad():
+        train_out = net.train()(x)
+        stale = net.eval()(x)
+    assert (stale - train_out).abs().max() > 1
+    recalibrate_batch_norm(net, [x])
+    assert not net.training and net[1].momentum == 0.1
+    with torch.no_grad():
+        assert torch.allclose(net(x), train_out, atol=2e-2)

@@ -6,9 +6,9 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from bundle.data.prepare import prepare_phantoms
-from bundle.data.slices import volume_slices
+from bundle.data.slices import NUM_BINARY, PROFILE_BINS, layer_profile, volume_slices
 from bundle.evaluation import evaluate_oct, list_volumes, load_volume
-from bundle.networks import DomainFeatureNet, oct_feature_extractor
+from bundle.networks import ClassAndBinaryLoss, DomainFeatureNet, oct_feature_extractor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +21,30 @@ def test_volume_slices_labels_plane_and_position():
     assert (0 <= lab[:, 1]).all() and (lab[:, 1] <= 1).all()
     i = int(round(float(lab[0, 1]) * 7))
     assert torch.equal(s[0, 0], v[i]), "intra slices are B-scans at the labelled position"
+    assert lab.shape == (6, NUM_BINARY) and lab[:, 2:].eq(-1).all(), "no layer map: profile unknown"
+
+
+def test_layer_profile_targets_follow_the_layer_map():
+    d, h, w = 8, 11, 16
+    depth = torch.arange(h)[None, :, None].expand(d, h, w)
+    ilm = 2 + (torch.arange(w) >= 8).long() * 2  # ILM at row 2 (left half) and 4 (right half)
+    layers = torch.where(depth >= ilm[None, None, :], 1, 0) + (depth >= 6).long() * 5 + (depth >= 9).long() * 5
+    s, lab = volume_slices(torch.zeros(d, h, w), 2, np.random.default_rng(0), layers)
+    ilm_prof, onl_prof, bm_prof = lab[0, 2:].reshape(3, PROFILE_BINS)
+    assert torch.allclose(ilm_prof, torch.tensor([0.2] * 4 + [0.4] * 4))  # rows 2 and 4 of 0..10
+    assert torch.allclose(onl_prof, torch.full((PROFILE_BINS,), 0.6)) and torch.allclose(bm_prof, torch.full((PROFILE_BINS,), 0.9))
+    # inter-slice planes are (D, H): depth runs along the second axis; their ILM is constant along D
+    assert torch.allclose(lab[2, 2:2 + PROFILE_BINS], lab[2, 2].expand(PROFILE_BINS))
+    assert torch.allclose(layer_profile(layers[:, :, 0], 1)[:PROFILE_BINS], torch.full((PROFILE_BINS,), 0.2))
+
+
+def test_unknown_binary_targets_are_ignored_by_the_loss():
+    logits = torch.tensor([[2.0, -1.0, 0.3, -0.7]])
+    full = ClassAndBinaryLoss(2)(logits, torch.tensor([[0.0, 1.0, 0.0]]))
+    masked = ClassAndBinaryLoss(2)(logits, torch.tensor([[0.0, 1.0, -1.0]]))
+    ce = torch.nn.functional.cross_entropy(logits[:, :2], torch.tensor([0]))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 2:3], torch.tensor([[1.0]]))
+    assert masked.item() == pytest.approx((ce + bce).item(), rel=1e-6) and full.item() > masked.item() - 1
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +65,7 @@ def test_oct_feature_config_trains_and_evaluation_runs(phantoms):
     assert weights.is_file()
     with pytest.raises(ValueError, match="does not match"):
         oct_feature_extractor("domain", str(weights))  # default widths differ from the tiny test net
-    net = DomainFeatureNet(1, (8, 16), 4, 2)
+    net = DomainFeatureNet(1, (8, 16), 4, NUM_BINARY)
     real = [load_volume(f) for f in list_volumes(phantoms / "data" / "phantoms" / "datalist.json", "training")]
     assert real[0].shape == (16, 32, 32) and -1 <= float(real[0].min()) and float(real[0].max()) <= 1
     smooth = [torch.nn.functional.avg_pool3d(v[None], 3, 1, 1)[0] for v in real]

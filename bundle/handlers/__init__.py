@@ -6,6 +6,8 @@ from .export import ExportNHAE, ExportWeights
 from .preview import VolumePreviewSaver
 
 __all__ = ["ExportNHAE", "ExportWeights", "LatestCheckpointLoader", "VolumePreviewSaver", "latest_checkpoint"]
-from .generative import GenerativeMetrics, LossCurveSaver, RecalibrateBatchNorm, SampleGridSaver, generate_images  # noqa: E402
+from .generative import (GenerativeMetrics, LossCurveSaver, RecalibrateBatchNorm, RecalibrateBatchNormOnData,  # noqa: E402
+                         SampleGridSaver, generate_images)
 
-__all__ += ["GenerativeMetrics", "LossCurveSaver", "RecalibrateBatchNorm", "SampleGridSaver", "generate_images"]
+__all__ += ["GenerativeMetrics", "LossCurveSaver", "RecalibrateBatchNorm", "RecalibrateBatchNormOnData", "SampleGridSaver",
+            "generate_images"]

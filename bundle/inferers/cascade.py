@@ -32,6 +32,35 @@ def _ddim(model, scheduler: DDIMScheduler, x: torch.Tensor, steps: int, eta: flo
     return x
 
 
+def ddim_step(scheduler: DDIMScheduler, eps: torch.Tensor, t: int, x: torch.Tensor, eta: float, noise: torch.Tensor | None):
+    """One DDIM update (Song et al. 2021, eq. 12 with sigma_t(eta), eq. 16) with caller-supplied noise.
+
+    Same arithmetic as ``DDIMScheduler.step`` for epsilon prediction without clipping (tested), but
+    the noise is an argument, so the refiner can use noise that is correlated across B-scans."""
+    if scheduler.prediction_type != "epsilon" or scheduler.clip_sample:
+        raise ValueError("ddim_step supports epsilon prediction without clip_sample only")
+    prev = t - scheduler.num_train_timesteps // scheduler.num_inference_steps
+    a_t = scheduler.alphas_cumprod[t].to(x.device)
+    a_prev = (scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod).to(x.device)
+    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    std = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+    out = a_prev.sqrt() * x0 + (1 - a_prev - std**2).sqrt() * eps
+    return out if eta <= 0 or noise is None else out + std * noise
+
+
+def correlated_noise(shape: Sequence[int], sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (D, ...) correlated along the first axis: white noise of
+    D + 2r slices filtered with a Gaussian of ``sigma`` slices whose squared weights sum to one, so
+    every slice keeps unit variance and neighbours at distance k correlate by exp(-k^2 / (4 sigma^2))."""
+    if sigma <= 0:
+        return torch.randn(tuple(shape), generator=generator)
+    r = max(1, int(round(3 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    k = k / k.square().sum().sqrt()
+    white = torch.randn((shape[0] + 2 * r, *shape[1:]), generator=generator)
+    return sum(k[j] * white[j : j + shape[0]] for j in range(2 * r + 1))
+
+
 class CascadedLatentDiffusionInferer:
     """Sample OCT volumes with the CA-LDM cascade.
 
@@ -45,12 +74,15 @@ class CascadedLatentDiffusionInferer:
         use_refiner: False -> "NHAE + Diff_3D" ablation (decode f_sr(z) directly).
         use_dec_m: False -> plain Dec2D ("w/o Dec_M" ablation).
         neighbours: condition each slice on f_sr(z) slices i-n..i+n (must match the refiner's training).
+        noise_correlation: Gaussian sigma, in B-scans, of the correlation of the refiner's noise along D
+            (initial and per-step noise); 0 = independent noise per B-scan, as in the paper.
         progress: tqdm bars per stage. amp: autocast on CUDA only.
     """
 
     def __init__(self, scheduler: DDIMScheduler, decoder: SlidingSliceDecoder, latent_shape: Sequence[int],
                  num_inference_steps: int = 200, eta: float = 0.0, slice_batch: int = 128, use_refiner: bool = True,
-                 use_dec_m: bool = True, neighbours: int = 0, progress: bool = True, amp: bool = False):
+                 use_dec_m: bool = True, neighbours: int = 0, noise_correlation: float = 0.0, progress: bool = True,
+                 amp: bool = False):
         if len(latent_shape) != 4 or min(latent_shape) < 1:
             raise ValueError(f"latent_shape must be (c, D', H', W') with positive sizes, got {tuple(latent_shape)}")
         if num_inference_steps < 1 or num_inference_steps > scheduler.num_train_timesteps:
@@ -60,7 +92,10 @@ class CascadedLatentDiffusionInferer:
         self.scheduler, self.decoder = scheduler, decoder
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.steps, self.eta, self.slice_batch = int(num_inference_steps), float(eta), int(slice_batch)
+        if not noise_correlation >= 0:
+            raise ValueError(f"noise_correlation must be >= 0 (B-scans), got {noise_correlation}")
         self.use_refiner, self.use_dec_m, self.neighbours = use_refiner, use_dec_m, int(neighbours)
+        self.noise_correlation = float(noise_correlation)
         self.progress, self.amp = progress, amp
         if not use_dec_m:
             self.decoder = SlidingSliceDecoder("slice2d", chunk_size=decoder.chunk_size, output_dtype=decoder.output_dtype)
@@ -115,6 +150,8 @@ class CascadedLatentDiffusionInferer:
         cond = neighbour_condition(z_sr * s2, self.neighbours)  # (D, c', h, w)
         if label_slices is not None:
             cond = torch.cat([cond, label_slices.to(device)], dim=1)
+        if self.noise_correlation > 0:
+            return self._refine_correlated(refiner, cond, z_sr.shape[0], gen).transpose(0, 1) / s2
         refined = []
         for a in range(0, cond.shape[0], self.slice_batch):
             c = cond[a : a + self.slice_batch]
@@ -122,6 +159,26 @@ class CascadedLatentDiffusionInferer:
             refined.append(_ddim(refiner, self.scheduler, x, self.steps, self.eta, c, gen,
                                  f"Diff_slice {a}/{cond.shape[0]}", self.progress, self.amp))
         return torch.cat(refined).transpose(0, 1) / s2
+
+
+    def _refine_correlated(self, refiner, cond: torch.Tensor, channels: int, gen: torch.Generator) -> torch.Tensor:
+        """The refiner's DDIM run step-major over all B-scans, with noise correlated along D: (D, c, h, w)."""
+        from tqdm import tqdm
+
+        d, device = cond.shape[0], cond.device
+        shape = (d, channels, *cond.shape[2:])
+        x = correlated_noise(shape, self.noise_correlation, gen).to(device)
+        self.scheduler.set_timesteps(self.steps, device=device)
+        for t in tqdm(self.scheduler.timesteps, desc="Diff_slice (correlated noise)", disable=not self.progress, leave=False):
+            eps = []
+            for a in range(0, d, self.slice_batch):
+                xa = torch.cat([x[a : a + self.slice_batch], cond[a : a + self.slice_batch]], dim=1)
+                tt = torch.full((xa.shape[0],), int(t), device=device, dtype=torch.long)
+                with torch.autocast("cuda", enabled=self.amp and x.is_cuda):
+                    eps.append(refiner(xa, timesteps=tt).float())
+            noise = correlated_noise(shape, self.noise_correlation, gen).to(device) if self.eta > 0 else None
+            x = ddim_step(self.scheduler, torch.cat(eps), int(t), x, self.eta, noise)
+        return x
 
 
 class ConcatDiffusionInferer:

@@ -3,18 +3,43 @@
 Inception-v3 weights cannot be downloaded at run time, so the default features come from small
 CNNs trained in this bundle on its training data to predict labels the data carry
 (``configs/train_fundus_features.json``: DR grade + lesion presence; ``configs/train_oct_features.json``:
-pathology category + plane type + slice position). Their pooled penultimate activations are the
+pathology category + plane type + slice position + layer profile). Their pooled penultimate activations are the
 "domain features"; distances computed with them are labelled as such, never as Inception FID.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(network: nn.Module, inputs: Iterable[torch.Tensor]) -> nn.Module:
+    """Set every batch-norm layer's running statistics to the plain average over ``inputs`` (batches
+    fed in train mode), then restore the momenta and the train/eval mode.
+
+    Exponential running averages lag behind weights that change quickly (a GAN generator, a
+    classifier trained with a large learning rate), so eval-mode outputs can differ badly from
+    train-mode ones; re-estimating the statistics with the final weights removes the gap."""
+    was_training = network.training
+    bns = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    network.train()
+    try:
+        for x in inputs:
+            network(x)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        network.train(was_training)
+    return network
 
 
 class DomainFeatureNet(nn.Module):
@@ -56,7 +81,8 @@ class ClassAndBinaryLoss(nn.Module):
     """Cross-entropy on the first ``num_classes`` logits + binary cross-entropy on the rest.
 
     ``target`` (B, 1 + num_binary): the class index, then targets in [0, 1] (the datalist's
-    ``label``). With only a class (e.g. APTOS grades), the binary term is skipped."""
+    ``label``); negative targets mean unknown and are left out of the mean. With only a class
+    (e.g. APTOS grades), the binary term is skipped."""
 
     def __init__(self, num_classes: int = 5, binary_weight: float = 1.0):
         super().__init__()
@@ -66,7 +92,10 @@ class ClassAndBinaryLoss(nn.Module):
         target = target.reshape(len(logits), -1).float()
         loss = F.cross_entropy(logits[:, : self.num_classes], target[:, 0].long())
         if target.shape[1] > 1:
-            loss = loss + self.binary_weight * F.binary_cross_entropy_with_logits(logits[:, self.num_classes :], target[:, 1:])
+            soft = target[:, 1:]
+            known = (soft >= 0).float()  # negative targets are unknown (e.g. no layer map) and ignored
+            bce = F.binary_cross_entropy_with_logits(logits[:, self.num_classes :], soft.clamp(min=0), weight=known, reduction="sum")
+            loss = loss + self.binary_weight * bce / known.sum().clamp(min=1)
         return loss
 
 
@@ -102,7 +131,9 @@ def oct_feature_extractor(features: str, weights: str, inception_weights: str | 
     from .io import load_weights
 
     if features == "domain":
-        net = DomainFeatureNet(in_channels=1, channels=(16, 32, 64, 128), num_classes=4, num_binary=2)
+        from ..data.slices import NUM_BINARY
+
+        net = DomainFeatureNet(in_channels=1, channels=(16, 32, 64, 128), num_classes=4, num_binary=NUM_BINARY)
         return load_weights(net, weights, "train it with configs/train_oct_features.json (docs/README.md)").eval()
     if features == "inception":
         if not inception_weights:

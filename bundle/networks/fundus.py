@@ -74,20 +74,11 @@ class DCGANGenerator(nn.Module):
         come out washed-out grey. This re-estimates them as the plain average over ``batches``
         batches of random latents (a fixed seed: the result is reproducible), after which
         eval-mode sampling is per-sample deterministic and matches training-mode samples."""
-        was_training = self.training
-        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-        self.train()
+        from .features import recalibrate_batch_norm
+
         gen = torch.Generator().manual_seed(int(seed))
         device = next(self.parameters()).device
-        for _ in range(int(batches)):
-            self(torch.randn(batch_size, self.latent_size, generator=gen).to(device))
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        self.train(was_training)
+        recalibrate_batch_norm(self, (torch.randn(batch_size, self.latent_size, generator=gen).to(device) for _ in range(int(batches))))
 
 
 class DCGANDiscriminator(nn.Module):
