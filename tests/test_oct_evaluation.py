@@ -83,3 +83,25 @@ def test_evaluation_inputs_fail_clearly(tmp_path):
         oct_feature_extractor("vgg", "x.pt")
     with pytest.raises(ValueError, match="inception_weights"):
         oct_feature_extractor("inception", "x.pt")
+
+
+def test_evaluate_config_writes_json_and_table_with_the_shipped_features(phantoms, tmp_path):
+    import json
+    import shutil
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for f in list_volumes(phantoms / "data" / "phantoms" / "datalist.json", "training"):
+        shutil.copy(f, fake / Path(f).name)
+    wf = ConfigWorkflow(config_file=str(ROOT / "configs" / "evaluate.json"), workflow_type=None,
+                        real=str(phantoms / "data" / "phantoms" / "datalist.json"), fake=str(fake), per_volume=8,
+                        feature_weights=str(ROOT / "models" / "oct_features.pt"))
+    wf.initialize()
+    wf.run()
+    res = json.loads((fake / "evaluation.json").read_text())
+    dl = phantoms / "data" / "phantoms" / "datalist.json"
+    assert len(res) == 1 and res[0]["n_fake"] == len(list_volumes(dl, "training")) and res[0]["features"] == "domain"
+    assert res[0]["n_real"] == len(list_volumes(dl, "test"))
+    assert res[0]["intra_fd"] >= 0 and res[0]["inter_swd"] >= 0 and res[0]["feature_weights"].endswith("oct_features.pt")
+    table = (fake / "evaluation.md").read_text()
+    assert "Intra-FD" in table and str(fake) in table
