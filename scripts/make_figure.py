@@ -1,6 +1,7 @@
 """Side-by-side preview figures of synthetic beside real / phantom data.
 
     python scripts/make_figure.py oct --left "out/*.nii.gz" --right "data/phantoms/images/oct_00[0-2]*.nii.gz" --out docs/figures/synthetic_preview.png
+    python scripts/make_figure.py rows --files "out/a/x.nii.gz;out/b/x.nii.gz" --labels "model A;model B" --out docs/figures/table1_samples.png
     python scripts/make_figure.py fundus --panels "out/dcgan/dcgan_0*.png;out/vae/vae_0*.png;data/fundus/images/fundus_0*.png" --out docs/figures/fundus_samples.png
 """
 
@@ -33,6 +34,26 @@ def oct(left, right, out, num=3, height=200):
     print(out)
 
 
+def rows(files, labels, out, height=160):
+    """One labelled preview row per NIfTI file (';'-separated FILES and LABELS), e.g. one sample per model."""
+    from PIL import Image, ImageDraw
+
+    fs, ls = files.split(";"), labels.split(";")
+    if len(fs) != len(ls):
+        raise SystemExit(f"error: {len(fs)} files but {len(ls)} labels")
+    parts = []
+    for f, lab in zip(fs, ls):
+        if not os.path.isfile(f):
+            raise SystemExit(f"error: {f} not found")
+        prev = volume_preview(load_nifti(f)[0], int(height))
+        band = Image.new("L", (prev.shape[1], 18), 0)
+        ImageDraw.Draw(band).text((4, 3), lab, fill=255)
+        parts += [np.asarray(band), prev, np.zeros((6, prev.shape[1]), np.uint8)]
+    width = max(p.shape[1] for p in parts)
+    save_png(np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts]), out)
+    print(out)
+
+
 def fundus(panels, out, num=16, nrow=4):
     """Panels side by side, each a grid of the first NUM images matching one of the ';'-separated globs."""
     import torch
@@ -58,4 +79,4 @@ def fundus(panels, out, num=16, nrow=4):
 
 
 if __name__ == "__main__":
-    fire.Fire({"oct": oct, "fundus": fundus})
+    fire.Fire({"oct": oct, "rows": rows, "fundus": fundus})

@@ -151,10 +151,23 @@ def test_ablation_pass_equals_separate_runs():
     assert (vols["caldm"] - vols["diff_slice"]).abs().mean() > 1e-3
 
 
-def test_memory_benchmark_worker_reports_every_model_and_out_of_memory():
-    for model in ("caldm", "ldm3d", "medical_diffusion"):
-        r = run_in_fresh_process(["synthesis", "32,32,32", model, "1"], memory_limit_gb=20)
-        assert r["status"] == "ok" and r["output_shape"] == [1, 32, 32, 32] and r["peak_rss_mb"] > 0, r
+def test_memory_benchmark_reports_every_model_writes_figure_and_out_of_memory(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.memory(sizes="32", models="caldm,ldm3d,medical_diffusion", steps=1, out_png=str(tmp_path / "m.png"),
+                  out_jsonl=str(tmp_path / "m.jsonl"))
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["model"] for r in rows] == ["caldm", "ldm3d", "medical_diffusion"]
+    for r in rows:
+        assert r["status"] == "ok" and r["output_shape"] == [1, 32, 32, 32] and r["peak_rss_mb"] > 0 and r["ddim_steps"] == 1, r
+    out = capsys.readouterr().out
+    assert "| caldm |" in out and "ldm3d / caldm peak RSS at 32^3" in out
+    assert (tmp_path / "m.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="unknown model"):
+        script.memory(sizes="32", models="lvd")
     # the holistic 3D decoder of a 128^3 volume needs more than 1.2 GB: reported, not raised
     r = run_in_fresh_process(["synthesis", "128,128,128", "medical_diffusion", "1"], memory_limit_gb=1.2)
     assert r["status"] == "out_of_memory" and "allocate" in r["error"], r
