@@ -46,6 +46,15 @@ def output_size(inferer) -> tuple[int, int, int]:
     return tuple(int(s) * 8 for s in inferer.latent_shape[1:])
 
 
+def _check_request(inferer, num_samples, image_size) -> int:
+    """Validate ``num_samples`` and that ``image_size`` is what the inferer produces; returns num_samples."""
+    num_samples = check_num_samples(num_samples)
+    size, expected = check_image_size(image_size), output_size(inferer)
+    if size != expected:
+        raise ValueError(f"image_size {size} does not match the latent shape {inferer.latent_shape} (-> {expected})")
+    return num_samples
+
+
 def synthesize(inferer, nhae, diffusion3d, refiner, num_samples: int, seed: int, output_dir: str | os.PathLike,
                spacing: Sequence[float], image_size: Sequence[int], prefix: str = "synthetic_oct") -> list[dict]:
     """Write ``num_samples`` volumes (seeds seed, seed+1, ...) as uint8 NIfTI plus a preview PNG each.
@@ -53,11 +62,7 @@ def synthesize(inferer, nhae, diffusion3d, refiner, num_samples: int, seed: int,
     Everything is validated before the first sample; files are written atomically.
     Returns one record per sample: file names, seed and seconds per volume.
     """
-    num_samples = check_num_samples(num_samples)
-    size = check_image_size(image_size)
-    expected = output_size(inferer)
-    if size != expected:
-        raise ValueError(f"image_size {size} does not match the latent shape {inferer.latent_shape} (-> {expected})")
+    num_samples = _check_request(inferer, num_samples, image_size)
     out = check_output_dir(output_dir)
     for m in (nhae, diffusion3d, refiner):
         if m is not None:
@@ -85,10 +90,7 @@ def synthesize_ablations(inferer, nhae, diffusion3d, refiner, num_samples: int, 
                          spacing: Sequence[float], image_size: Sequence[int], prefix: str = "synthetic_oct") -> list[dict]:
     """The paper's ablation rows from one pass per seed (``CascadedLatentDiffusionInferer.sample_ablations``):
     writes ``output_dir/{nhae_diff3d,diff_slice,caldm}/PREFIX_seedS.nii.gz`` (+ previews)."""
-    num_samples = check_num_samples(num_samples)
-    size = check_image_size(image_size)
-    if size != output_size(inferer):
-        raise ValueError(f"image_size {size} does not match the latent shape {inferer.latent_shape} (-> {output_size(inferer)})")
+    num_samples = _check_request(inferer, num_samples, image_size)
     if refiner is None:
         raise ValueError("the ablations need the refiner (use_refiner must be true)")
     out = check_output_dir(output_dir)
