@@ -119,21 +119,25 @@ def evaluate_oct(real: list[torch.Tensor], fake: list[torch.Tensor], feature_net
     return res
 
 
-def evaluate_oct_sets(real, fake, real_split: str = "test", fake_split: str = "test", features: str = "domain",
+def evaluate_oct_sets(real, fakes, real_split: str = "test", fake_split: str = "test", features: str = "domain",
                       feature_weights: str | None = None, inception_weights: str | None = None, per_volume: int = 32,
-                      max_volumes: int = 100, seed: int = 0) -> dict:
-    """``evaluate_oct`` on two sets named by a datalist JSON (its split) or a folder of NIfTI volumes."""
+                      max_volumes: int = 100, seed: int = 0) -> list[dict]:
+    """``evaluate_oct`` of each fake set against ``real``; every set is a datalist JSON (its split) or a
+    folder of NIfTI volumes. The feature net and the real volumes are loaded once for all fake sets."""
     from .networks import oct_feature_extractor
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     weights = feature_weights or os.path.join(root, "models", "oct_features.pt")
-    torch.manual_seed(seed)
     net = oct_feature_extractor(features, weights, inception_weights)
     r = [load_volume(v) for v in list_volumes(real, real_split)[: int(max_volumes)]]
-    f = [load_volume(v) for v in list_volumes(fake, fake_split)[: int(max_volumes)]]
-    res = evaluate_oct(r, f, net, int(per_volume), features=features, seed=seed)
-    res.update(real=str(real), fake=str(fake), feature_weights=str(weights) if features == "domain" else str(inception_weights))
-    return res
+    results = []
+    for fake in fakes:
+        f = [load_volume(v) for v in list_volumes(fake, fake_split)[: int(max_volumes)]]
+        torch.manual_seed(seed)
+        res = evaluate_oct(r, f, net, int(per_volume), features=features, seed=seed)
+        res.update(real=str(real), fake=str(fake), feature_weights=str(weights) if features == "domain" else str(inception_weights))
+        results.append(res)
+    return results
 
 
 def oct_markdown(results: list[dict], names: list[str] | None = None) -> str:
@@ -161,7 +165,7 @@ def run_oct_evaluation(real, fakes, output_file: str | os.PathLike | None = None
     fakes = [fakes] if isinstance(fakes, (str, os.PathLike)) else list(fakes)
     if not fakes:
         raise ValueError("no fake set to evaluate")
-    results = [evaluate_oct_sets(real, f, **kwargs) for f in fakes]
+    results = evaluate_oct_sets(real, fakes, **kwargs)
     table = oct_markdown(results, names)
     print(table)
     if output_file:

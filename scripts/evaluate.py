@@ -58,8 +58,8 @@ def oct(real, fake, real_split="test", fake_split="test", features="domain", fea
     if names is not None and len(names) != len(fakes):
         raise ValueError(f"{len(names)} names for {len(fakes)} fake sets")
     if json:
-        for f in fakes:
-            print(jsonlib.dumps(evaluate_oct_sets(real, f, **kw)))
+        for res in evaluate_oct_sets(real, fakes, **kw):
+            print(jsonlib.dumps(res))
         return
     run_oct_evaluation(real, fakes, output_file, names, **kw)
 

@@ -28,20 +28,29 @@ def precompute_latents(network, datalist: Sequence[dict], transform: Callable, p
     if s3 == 1.0 and s2 == 1.0:
         raise ValueError("the NHAE weights carry no latent scale factors; train stage 2 (train_nhae.json) first")
     out: dict[str, list] = {"z": [], "cond": [], "target": []}
-    variants = [(), (2,), (4,), (2, 4)] if flips else [()]
+    for xv in _training_volumes(datalist, transform, device, flips, image_key):
+        mu, _ = network.encode_volume(xv)
+        out["z"].append((mu * s3).cpu())
+        out["cond"].append((network.f_sr(mu) * s2).cpu())
+        out["target"].append((network.encode_slices(xv) * s2).cpu())
+    result = {k: torch.cat(v) for k, v in out.items()}
+    result["scale_factor"], result["slice_scale_factor"] = torch.tensor(s3), torch.tensor(s2)
+    return _save(result, path)
+
+
+def _training_volumes(datalist: Sequence[dict], transform: Callable, device, flips: bool, image_key: str):
+    """Each volume of ``datalist`` as (1, 1, D, H, W) on ``device``, followed by its flips along D, W and both."""
     from tqdm import tqdm
 
+    variants = [(), (2,), (4,), (2, 4)] if flips else [()]
     for item in tqdm(datalist, desc="latents", unit="vol", disable=os.environ.get("RETINA_NO_PROGRESS") == "1"):
         x = transform(dict(item))[image_key]
         x = (x.as_tensor() if hasattr(x, "as_tensor") else x)[None].to(device)
         for dims in variants:
-            xv = torch.flip(x, dims) if dims else x
-            mu, _ = network.encode_volume(xv)
-            out["z"].append((mu * s3).cpu())
-            out["cond"].append((network.f_sr(mu) * s2).cpu())
-            out["target"].append((network.encode_slices(xv) * s2).cpu())
-    result = {k: torch.cat(v) for k, v in out.items()}
-    result["scale_factor"], result["slice_scale_factor"] = torch.tensor(s3), torch.tensor(s2)
+            yield torch.flip(x, dims) if dims else x
+
+
+def _save(result: dict, path: str | os.PathLike) -> dict:
     with atomic_path(path) as tmp:
         torch.save(result, tmp)
     return result
@@ -65,21 +74,10 @@ def precompute_baseline_latents(baseline: str, autoencoder, datalist: Sequence[d
         raise ValueError("cannot precompute latents: the training datalist is empty")
     autoencoder.eval()
     device = next(autoencoder.parameters()).device
-    variants = [(), (2,), (4,), (2, 4)] if flips else [()]
-    zs = []
-    for item in datalist:
-        x = transform(dict(item))[image_key]
-        x = (x.as_tensor() if hasattr(x, "as_tensor") else x)[None].to(device)
-        for dims in variants:
-            xv = torch.flip(x, dims) if dims else x
-            z = autoencoder.encode_slices(xv) if baseline == "ldm3d" else autoencoder.encode(xv)[0]
-            zs.append(z.cpu())
-    z = torch.cat(zs)
+    encode = autoencoder.encode_slices if baseline == "ldm3d" else (lambda xv: autoencoder.encode(xv)[0])
+    z = torch.cat([encode(xv).cpu() for xv in _training_volumes(datalist, transform, device, flips, image_key)])
     scale = 1.0 / z.std().item()
-    result = {"z": z * scale, "scale_factor": torch.tensor(scale)}
-    with atomic_path(path) as tmp:
-        torch.save(result, tmp)
-    return result
+    return _save({"z": z * scale, "scale_factor": torch.tensor(scale)}, path)
 
 
 def ensure_baseline_latents(baseline: str, autoencoder, datalist: Sequence[dict], transform: Callable,

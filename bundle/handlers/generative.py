@@ -49,17 +49,14 @@ class RecalibrateBatchNorm:
         self.generator.recalibrate(self.batches, self.batch_size)
 
 
-class RecalibrateBatchNormOnData:
-    """At every epoch end and at completion (attach it before validation and export), re-estimate
-    ``network``'s batch-norm statistics on up to ``max_batches`` batches of ``data_loader``
-    (``bundle.networks.features.recalibrate_batch_norm``), so eval-mode outputs match the final weights."""
+class RecalibrateBatchNormOnData(RecalibrateBatchNorm):
+    """Like ``RecalibrateBatchNorm`` (same events; attach it before validation and export), for a
+    network fed with data: re-estimate ``network``'s batch-norm statistics on up to ``max_batches``
+    batches of ``data_loader`` (``bundle.networks.features.recalibrate_batch_norm``), so eval-mode
+    outputs match the final weights."""
 
     def __init__(self, network: torch.nn.Module, data_loader, max_batches: int = 50, image_key: str = "image"):
         self.network, self.loader, self.max_batches, self.image_key = network, data_loader, int(max_batches), image_key
-
-    def attach(self, engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-        engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine=None) -> None:
         from ..networks.features import recalibrate_batch_norm

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from monai.networks.schedulers import DDIMScheduler
 
-from .cascade import _ddim
+from .cascade import _ddim, check_sampler_args
 from .sliding_slice import SlidingSliceDecoder
 
 DECODERS = ("slices", "volume")
@@ -35,12 +35,8 @@ class LatentDiffusion3DInferer:
                  num_inference_steps: int = 200, eta: float = 0.0, chunk_size: int = 16, progress: bool = True, amp: bool = False):
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
-        if len(latent_shape) != 4 or min(latent_shape) < 1:
-            raise ValueError(f"latent_shape must be (c, D', H', W') with positive sizes, got {tuple(latent_shape)}")
-        if num_inference_steps < 1 or num_inference_steps > scheduler.num_train_timesteps:
-            raise ValueError(f"num_inference_steps must be in 1..{scheduler.num_train_timesteps}, got {num_inference_steps}")
+        self.latent_shape = check_sampler_args(scheduler, latent_shape, num_inference_steps)
         self.scheduler, self.decode = scheduler, decode
-        self.latent_shape = tuple(int(s) for s in latent_shape)
         self.steps, self.eta, self.progress, self.amp = int(num_inference_steps), float(eta), progress, amp
         self.slice_decoder = SlidingSliceDecoder("slice2d", chunk_size=chunk_size)
 

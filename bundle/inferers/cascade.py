@@ -23,13 +23,27 @@ def _ddim(model, scheduler: DDIMScheduler, x: torch.Tensor, steps: int, eta: flo
 
     scheduler.set_timesteps(steps, device=x.device)
     for t in tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False):
-        inp = x if cond is None else torch.cat([x, cond], dim=1)
-        tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        with torch.autocast("cuda", enabled=amp and x.is_cuda):
-            eps = model(inp, timesteps=tt)
+        eps = _predict_noise(model, x, int(t), cond, amp)
         noise_gen = generator if eta > 0 else None
-        x, _ = scheduler.step(eps.float(), int(t), x, eta=eta, generator=noise_gen)
+        x, _ = scheduler.step(eps, int(t), x, eta=eta, generator=noise_gen)
     return x
+
+
+def _predict_noise(model, x: torch.Tensor, t: int, cond: torch.Tensor | None, amp: bool) -> torch.Tensor:
+    """The UNet's noise prediction for ``x`` at timestep ``t`` (condition concatenated; autocast on CUDA only), float32."""
+    inp = x if cond is None else torch.cat([x, cond], dim=1)
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    with torch.autocast("cuda", enabled=amp and x.is_cuda):
+        return model(inp, timesteps=tt).float()
+
+
+def check_sampler_args(scheduler: DDIMScheduler, latent_shape: Sequence[int], num_inference_steps: int) -> tuple[int, ...]:
+    """Validate a sampler's latent shape (c, D', H', W') and step count; returns the shape as ints."""
+    if len(latent_shape) != 4 or min(latent_shape) < 1:
+        raise ValueError(f"latent_shape must be (c, D', H', W') with positive sizes, got {tuple(latent_shape)}")
+    if num_inference_steps < 1 or num_inference_steps > scheduler.num_train_timesteps:
+        raise ValueError(f"num_inference_steps must be in 1..{scheduler.num_train_timesteps}, got {num_inference_steps}")
+    return tuple(int(s) for s in latent_shape)
 
 
 def ddim_step(scheduler: DDIMScheduler, eps: torch.Tensor, t: int, x: torch.Tensor, eta: float, noise: torch.Tensor | None):
@@ -83,14 +97,11 @@ class CascadedLatentDiffusionInferer:
                  num_inference_steps: int = 200, eta: float = 0.0, slice_batch: int = 128, use_refiner: bool = True,
                  use_dec_m: bool = True, neighbours: int = 0, noise_correlation: float = 0.0, progress: bool = True,
                  amp: bool = False):
-        if len(latent_shape) != 4 or min(latent_shape) < 1:
-            raise ValueError(f"latent_shape must be (c, D', H', W') with positive sizes, got {tuple(latent_shape)}")
-        if num_inference_steps < 1 or num_inference_steps > scheduler.num_train_timesteps:
-            raise ValueError(f"num_inference_steps must be in 1..{scheduler.num_train_timesteps}, got {num_inference_steps}")
+        latent_shape = check_sampler_args(scheduler, latent_shape, num_inference_steps)
         if slice_batch < 1:
             raise ValueError(f"slice_batch must be >= 1, got {slice_batch}")
         self.scheduler, self.decoder = scheduler, decoder
-        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.latent_shape = latent_shape
         self.steps, self.eta, self.slice_batch = int(num_inference_steps), float(eta), int(slice_batch)
         if not noise_correlation >= 0:
             raise ValueError(f"noise_correlation must be >= 0 (B-scans), got {noise_correlation}")
@@ -160,7 +171,6 @@ class CascadedLatentDiffusionInferer:
                                  f"Diff_slice {a}/{cond.shape[0]}", self.progress, self.amp))
         return torch.cat(refined).transpose(0, 1) / s2
 
-
     def _refine_correlated(self, refiner, cond: torch.Tensor, channels: int, gen: torch.Generator) -> torch.Tensor:
         """The refiner's DDIM run step-major over all B-scans, with noise correlated along D: (D, c, h, w)."""
         from tqdm import tqdm
@@ -170,12 +180,8 @@ class CascadedLatentDiffusionInferer:
         x = correlated_noise(shape, self.noise_correlation, gen).to(device)
         self.scheduler.set_timesteps(self.steps, device=device)
         for t in tqdm(self.scheduler.timesteps, desc="Diff_slice (correlated noise)", disable=not self.progress, leave=False):
-            eps = []
-            for a in range(0, d, self.slice_batch):
-                xa = torch.cat([x[a : a + self.slice_batch], cond[a : a + self.slice_batch]], dim=1)
-                tt = torch.full((xa.shape[0],), int(t), device=device, dtype=torch.long)
-                with torch.autocast("cuda", enabled=self.amp and x.is_cuda):
-                    eps.append(refiner(xa, timesteps=tt).float())
+            eps = [_predict_noise(refiner, x[a : a + self.slice_batch], int(t), cond[a : a + self.slice_batch], self.amp)
+                   for a in range(0, d, self.slice_batch)]
             noise = correlated_noise(shape, self.noise_correlation, gen).to(device) if self.eta > 0 else None
             x = ddim_step(self.scheduler, torch.cat(eps), int(t), x, self.eta, noise)
         return x
