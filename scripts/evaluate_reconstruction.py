@@ -1,7 +1,11 @@
 """Reconstruction of held-out volumes by the NHAE decoder variants (PSNR, SSIM, slice jitter).
 
     python scripts/evaluate_reconstruction.py --weights models/nhae.pt --datalist data/phantoms/datalist.json [--num 11] [--json]
-        [--ae3d_weights models/baselines/autoencoderkl3d.pt] [--out_png docs/figures/nhae_reconstruction.png]
+        [--ae3d_weights models/baselines/autoencoderkl3d.pt] [--out_png docs/figures/nhae_reconstruction.png] [--save_dir DIR]
+
+``--save_dir`` also writes every reconstruction as NIfTI (``DIR/<method>/recon_<case>.nii.gz``, the
+same uint8 encoding as synthesis) so that ``scripts/evaluate.py oct --fake DIR/<method>`` measures
+the autoencoder's own distance to the real volumes: the floor any diffusion model decoded by it sits on.
 
 ``--ae3d_weights`` adds the holistic baseline (MONAI AutoencoderKL 3D, whole volume at once, same
 latent size; ``configs/baselines/train_autoencoderkl3d.json``).
@@ -25,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=11, split="test", json=False, out_png=None,
-         ae3d_weights=None):
+         ae3d_weights=None, save_dir=None):
     """Encode each held-out volume (thumbnail -> E_3D -> f_sr) and decode it with plain Dec2D and with Dec_M."""
     p = ConfigParser()
     p.read_config([os.path.join(ROOT, "configs", c) for c in ("inference.json", "common.json")])
@@ -55,6 +59,8 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
         methods["MONAI AutoencoderKL 3D (holistic)"] = ae3d.reconstruct
     with torch.no_grad():
         res = evaluate_reconstruction(methods, vols)
+        if save_dir:
+            _save_reconstructions(methods, vols, items, save_dir, p.get_parsed_content("spacing"))
         if out_png:
             from bundle.io import save_png
             from bundle.preview import preview_grid, volume_preview
@@ -72,6 +78,19 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
                 continue
             f = lambda k: f"{r[k][0]:.4f} +- {r[k][1]:.4f}" if k in r else "-"  # noqa: E731
             print(f"| {name} | {f('psnr')} | {f('ssim')} | {f('jitter')} |")
+
+
+def _save_reconstructions(methods, vols, items, save_dir, spacing):
+    import re
+    from pathlib import Path
+
+    from bundle.synthesis import check_output_dir, write_volume
+
+    for name, method in methods.items():
+        out = check_output_dir(Path(save_dir) / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
+        for item, v in zip(items, vols):
+            case = os.path.basename(item["image"]).split(".")[0]
+            write_volume(method(v)[0].clamp(-1, 1), out, f"recon_{case}", spacing)
 
 
 if __name__ == "__main__":

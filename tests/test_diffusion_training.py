@@ -57,8 +57,24 @@ def test_latents_then_both_diffusion_stages_then_inference(tmp_path):
     items = slice_items(tmp_path / "data" / "latents" / "latents.pt", neighbours=1)
     assert len(items) == n_train * 16 and items[0]["cond"].shape == (12, 4, 4) and items[0]["image"].shape == (4, 4, 4)
 
+    # more Diff_3D data: a z-only latent file of the same volumes, trained on together with the full one
+    extra = tmp_path / "data" / "latents" / "volumes_extra.pt"
+    _wf(tmp_path, ["inference.json", "common.json", "prepare_latents.json"], volume_only=True, latents_file=str(extra))
+    lat_extra = load_latents(extra)
+    assert set(lat_extra) == {"z", "scale_factor", "slice_scale_factor"} and torch.allclose(lat_extra["z"], lat["z"], atol=1e-6)
+    both = [str(tmp_path / "data" / "latents" / "latents.pt"), str(extra)]
+    assert len(volume_items(both)) == 2 * n_train
+    torch.save({**lat_extra, "scale_factor": torch.tensor(3.0)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt has scale_factor 3.0000"):
+        volume_items([both[0], str(tmp_path / "other.pt")])
+
     diff = ["inference.json", "common.json", "train_diffusion_base.json"]
-    _wf(tmp_path, diff + ["train_diffusion3d.json"], max_epochs=1, batch_size=2)
+    _wf(tmp_path, diff + ["train_diffusion3d.json"], max_epochs=1, batch_size=2, volume_latents_files=both,
+        ema_momentum=0.01, ema_warmup_iterations=2)
+    ckpt = torch.load(next((tmp_path / "runs" / "diffusion3d").glob("*epoch=1.pt")), map_location="cpu", weights_only=True)
+    exported = torch.load(tmp_path / "models" / "diffusion3d.pt", map_location="cpu", weights_only=True)
+    key = next(k for k in exported if k.endswith("weight"))
+    assert torch.equal(exported[key], ckpt["ema"][key]) and not torch.equal(exported[key], ckpt["network"][key])
     _wf(tmp_path, diff + ["train_refiner.json"], max_epochs=1, batch_size=16)
     for name in ("diffusion3d", "refiner"):
         assert (tmp_path / "models" / f"{name}.pt").is_file()

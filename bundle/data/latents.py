@@ -18,8 +18,11 @@ from ..io import atomic_path
 
 @torch.no_grad()
 def precompute_latents(network, datalist: Sequence[dict], transform: Callable, path: str | os.PathLike, flips: bool = True,
-                       image_key: str = "image") -> dict:
-    """Encode every volume of ``datalist`` (loaded with ``transform``) and save the latents to ``path``."""
+                       image_key: str = "image", volume_only: bool = False) -> dict:
+    """Encode every volume of ``datalist`` (loaded with ``transform``) and save the latents to ``path``.
+
+    ``volume_only`` stores ``z`` alone (Diff_3D data, about 5x faster: no Enc2D pass over every B-scan).
+    """
     if not datalist:
         raise ValueError("cannot precompute latents: the training datalist is empty")
     network.eval()
@@ -27,12 +30,13 @@ def precompute_latents(network, datalist: Sequence[dict], transform: Callable, p
     s3, s2 = network.scale_factor.item(), network.slice_scale_factor.item()
     if s3 == 1.0 and s2 == 1.0:
         raise ValueError("the NHAE weights carry no latent scale factors; train stage 2 (train_nhae.json) first")
-    out: dict[str, list] = {"z": [], "cond": [], "target": []}
+    out: dict[str, list] = {"z": []} if volume_only else {"z": [], "cond": [], "target": []}
     for xv in _training_volumes(datalist, transform, device, flips, image_key):
         mu, _ = network.encode_volume(xv)
         out["z"].append((mu * s3).cpu())
-        out["cond"].append((network.f_sr(mu) * s2).cpu())
-        out["target"].append((network.encode_slices(xv) * s2).cpu())
+        if not volume_only:
+            out["cond"].append((network.f_sr(mu) * s2).cpu())
+            out["target"].append((network.encode_slices(xv) * s2).cpu())
     result = {k: torch.cat(v) for k, v in out.items()}
     result["scale_factor"], result["slice_scale_factor"] = torch.tensor(s3), torch.tensor(s2)
     return _save(result, path)
@@ -94,9 +98,18 @@ def load_latents(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def volume_items(path: str | os.PathLike) -> list[dict]:
-    """Diff_3D (and baseline diffusion) training items: [{"image": z (c, D', H', W')}, ...]."""
-    return [{"image": z} for z in load_latents(path)["z"]]
+def volume_items(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
+    """Diff_3D (and baseline diffusion) training items: [{"image": z (c, D', H', W')}, ...] from one latent file
+    or several (saved with the same scale factor, e.g. a full file plus ``volume_only`` files of more volumes)."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise ValueError("no latent files given")
+    lats = [load_latents(p) for p in paths]
+    for p, lat in zip(paths[1:], lats[1:]):
+        if not torch.isclose(lat["scale_factor"], lats[0]["scale_factor"]):
+            raise ValueError(f"latent file {p} has scale_factor {float(lat['scale_factor']):.4f}, {paths[0]} has "
+                             f"{float(lats[0]['scale_factor']):.4f}: recompute both with the same NHAE weights")
+    return [{"image": z} for lat in lats for z in lat["z"]]
 
 
 def latent_scale_factor(path: str | os.PathLike) -> float:
