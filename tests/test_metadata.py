@@ -37,7 +37,6 @@ OVERLAYS = {  # config -> the configs it overlays, in order
     "train_autoencoder2d.json": NHAE,
     "train_nhae.json": NHAE,
     "train_decoder_adaptors.json": NHAE,
-    "train_decoder_texture.json": NHAE,
     "train_nhae_base.json": NHAE[:2],
     "train_diffusion3d.json": DIFF,
     "train_refiner.json": DIFF,

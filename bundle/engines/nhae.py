@@ -15,9 +15,6 @@ stages (CA-LDM Sec. 2.1, ``specs/ca-ldm.md``):
   whose receptive field lies inside the stack. ``adaptor_latents="mixed"`` decodes, with
   probability ``thumbnail_probability``, the thumbnail-path latents f_sr(E_3D(stack)) instead
   (k a multiple of 8), so the adaptors also learn the NHAE's own reconstruction path.
-- ``decoder`` (stage 4, optional): as ``adaptors``, but Dec2D trains too, every encoder stays frozen
-  (latents, scale factors and the diffusion models remain valid). With a stronger adversarial
-  weight it teaches the decoder the speckle texture that the L1 loss averages away.
 - ``autoencoderkl3d`` (baseline, not part of CA-LDM): a holistic MONAI ``AutoencoderKL`` 3D on
   volume crops (B, 1, D, H, W) with L1 + KL, the comparison the NHAE acceptance asks for and the
   autoencoder of the "Medical Diffusion" baseline; its adversarial loss sees random B-scans of the
@@ -36,7 +33,7 @@ from monai.networks.nets import AutoencoderKL
 
 from ..networks.nhae import NonHolisticAutoencoder
 
-STAGES = ("autoencoder2d", "nhae", "adaptors", "decoder", "autoencoderkl3d")
+STAGES = ("autoencoder2d", "nhae", "adaptors", "autoencoderkl3d")
 
 
 def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

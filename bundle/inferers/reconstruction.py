@@ -17,13 +17,13 @@ class NHAEReconstructionInferer(Inferer):
 
     - ``autoencoder2d``: Enc2D -> Dec2D for every B-scan (chunks of ``chunk_size``);
     - ``nhae``: E_3D -> f_sr -> plain Dec2D (``slice2d``);
-    - ``adaptors`` and ``decoder``: E_3D -> f_sr -> Dec_M (``stack`` sliding-slice decoding);
+    - ``adaptors``: E_3D -> f_sr -> Dec_M (``stack`` sliding-slice decoding);
     - ``autoencoderkl3d``: the holistic baseline, a 3D MONAI ``AutoencoderKL`` on the whole volume.
     """
 
     def __init__(self, stage: str = "adaptors", chunk_size: int = 16):
         super().__init__()
-        modes = {"autoencoder2d": None, "nhae": "slice2d", "adaptors": "stack", "decoder": "stack", "autoencoderkl3d": None}
+        modes = {"autoencoder2d": None, "nhae": "slice2d", "adaptors": "stack", "autoencoderkl3d": None}
         if stage not in modes:
             raise ValueError(f"stage must be one of {tuple(modes)}, got {stage!r}")
         self.stage, self.chunk_size = stage, int(chunk_size)

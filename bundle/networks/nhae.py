@@ -188,14 +188,12 @@ class NonHolisticAutoencoder(nn.Module):
         return self.dec_m.autoencoder
 
     def stage_modules(self, stage: str) -> list[nn.Module]:
-        """Modules trained in a stage: autoencoder2d -> Enc2D/Dec2D; nhae -> E_3D and f_sr; adaptors -> Dec_M adaptors;
-        decoder -> Dec2D and the adaptors (every encoder frozen, so latents and the diffusion models stay valid)."""
+        """Modules trained in a stage: autoencoder2d -> Enc2D/Dec2D; nhae -> E_3D and f_sr; adaptors -> Dec_M adaptors."""
         ae = self.slice_ae
         table = {
             "autoencoder2d": [ae.encoder, ae.quant_conv_mu, ae.quant_conv_log_sigma, ae.post_quant_conv, ae.decoder],
             "nhae": [self.thumbnail_encoder, self.f_sr],
             "adaptors": [self.dec_m.adaptors],
-            "decoder": [ae.post_quant_conv, ae.decoder, self.dec_m.adaptors],
         }
         if stage not in table:
             raise ValueError(f"stage must be one of {tuple(table)}, got {stage!r}")
