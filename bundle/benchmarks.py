@@ -78,7 +78,13 @@ def synthesis_networks(model: str, size: tuple[int, int, int], root: str | None 
             torch.nn.init.normal_(a.conv.weight, std=0.01)
         nhae.scale_factor.fill_(1.0)
         if model == "caldm":
+            from .networks import SpeckleModel
+
             p["decoder#progress"] = False
+            speckle = SpeckleModel()  # the default inference draws speckle; cost does not depend on the fitted values
+            speckle.fitted.fill_(True)
+            speckle.sigma.fill_(0.5)
+            p["speckle"] = speckle
             return p.get_parsed_content("inferer"), nhae.eval(), p.get_parsed_content("diffusion3d_def").eval(), \
                 p.get_parsed_content("refiner_def").eval()
         auto = nhae if model == "ldm3d" else p.get_parsed_content("autoencoderkl3d_def")

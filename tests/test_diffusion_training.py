@@ -6,7 +6,7 @@ from monai.bundle import ConfigWorkflow
 
 from bundle.data.latents import load_latents, neighbour_condition, slice_items, volume_items
 from bundle.data.prepare import prepare_phantoms
-from bundle.networks import load_weights, save_weights
+from bundle.networks import SpeckleModel, load_weights, save_weights
 
 from test_inference import TINY, _parser
 
@@ -81,5 +81,7 @@ def test_latents_then_both_diffusion_stages_then_inference(tmp_path):
         assert list((tmp_path / "runs" / name).glob(f"{name}_checkpoint_epoch=1.pt"))
     load_weights(p.get_parsed_content("refiner_def"), tmp_path / "models" / "refiner.pt")
 
+    _wf(tmp_path, ["inference.json", "common.json", "fit_speckle.json"], speckle_volumes=2)
+    assert load_weights(SpeckleModel(), tmp_path / "models" / "speckle.pt").fitted
     _wf(tmp_path, ["inference.json"], num_samples=1)
     assert (tmp_path / "out" / "synthetic_oct_seed0.nii.gz").is_file()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from bundle.networks import save_weights
+from bundle.networks import SpeckleModel, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -17,6 +17,7 @@ TINY = {
     "diffusion3d_def#num_head_channels": 8, "diffusion3d_def#norm_num_groups": 4, "diffusion3d_def#num_res_blocks": 1,
     "refiner_def#channels": [8, 16], "refiner_def#attention_levels": [False, True], "refiner_def#num_head_channels": 8,
     "refiner_def#norm_num_groups": 4, "refiner_def#num_res_blocks": 1,
+    "use_speckle": False,  # tests that load speckle.pt use the models fixture's (see _run)
 }
 
 
@@ -46,12 +47,16 @@ def models(tmp_path_factory):
             for w in net.parameters():
                 w.add_(0.05 * torch.randn_like(w))
         save_weights(net, d / f"{name}.pt")
+    from test_speckle import synthetic_pairs
+
+    save_weights(SpeckleModel().fit([synthetic_pairs(n=8)[:2]]), d / "speckle.pt")
     return d
 
 
 def _run(models, out, configs=("inference.json",), **over):
     cfg = [str(ROOT / "configs" / c) for c in configs]
-    wf = ConfigWorkflow(config_file=cfg, workflow_type=None, **{**TINY, "models_dir": str(models), "output_dir": str(out), **over})
+    wf = ConfigWorkflow(config_file=cfg, workflow_type=None,
+                        **{**TINY, "models_dir": str(models), "output_dir": str(out), "use_speckle": True, **over})
     wf.initialize()
     wf.run()
     return wf
@@ -77,13 +82,20 @@ def test_ablations_change_the_output(models):
     vols = {}
     for name, over in {"full": {}, "no_refiner": {"use_refiner": False}, "no_dec_m": {"use_dec_m": False},
                        "window": {"decoder_mode": "window"}}.items():
-        p = _parser(models_dir=str(models), **over)
+        p = _parser(models_dir=str(models), **{"use_speckle": True, **over})
         inf = p.get_parsed_content("inferer")
         vols[name] = inf.sample(p.get_parsed_content("nhae"), p.get_parsed_content("diffusion3d"),
                                 p.get_parsed_content("refiner"), seed=1)
         assert vols[name].shape == (1, 16, 32, 32)
     for name in ("no_refiner", "no_dec_m", "window"):
         assert (vols[name] - vols["full"]).abs().mean() > 1e-3, name
+    # the speckle model only adds texture: same anatomy (same mean), rougher, independent of the diffusion streams
+    p = _parser(models_dir=str(models), use_speckle=False)
+    smooth = p.get_parsed_content("inferer").sample(p.get_parsed_content("nhae"), p.get_parsed_content("diffusion3d"),
+                                                    p.get_parsed_content("refiner"), seed=1)
+    diff = vols["full"] - smooth
+    assert diff.abs().mean() > 1e-2 and abs(diff.mean().item()) < 0.02
+    assert vols["full"].diff(dim=-1).abs().mean() > smooth.diff(dim=-1).abs().mean()
     # without the refiner the Diff_3D latent is decoded directly: same global anatomy source, other detail
     p = _parser(models_dir=str(models), use_refiner=False)
     assert p.get_parsed_content("refiner") is None
@@ -111,8 +123,11 @@ def _messages(e) -> str:
 
 def test_missing_and_wrong_weights(models, tmp_path):
     with pytest.raises(Exception) as info:
-        _run(tmp_path / "empty", tmp_path / "o")
+        _run(tmp_path / "empty", tmp_path / "o", use_speckle=False)
     assert "nhae.pt not found" in _messages(info.value) and "train it first" in _messages(info.value)
+    with pytest.raises(Exception) as info:
+        _run(models, tmp_path / "o", speckle_weights=str(tmp_path / "none.pt"))
+    assert "none.pt not found" in _messages(info.value) and "fit_speckle.json" in _messages(info.value)
     with pytest.raises(Exception) as info:
         _run(models, tmp_path / "o", **{"refiner_def#channels": [16, 16]})
     assert "refiner.pt does not match" in _messages(info.value)

@@ -42,6 +42,7 @@ OVERLAYS = {  # config -> the configs it overlays, in order
     "train_refiner.json": DIFF,
     "train_diffusion_base.json": DIFF[:2],
     "prepare_latents.json": ["inference.json", "common.json"],
+    "fit_speckle.json": ["inference.json", "common.json"],
     "inference_paper512.json": ["inference.json"],
     "train_dcgan.json": ["inference_dcgan.json", "fundus_common.json"],
     "train_vae.json": ["inference_vae.json", "fundus_common.json"],

@@ -14,6 +14,7 @@ from monai.networks.schedulers import DDIMScheduler
 
 from ..data.latents import neighbour_condition
 from ..networks.nhae import NonHolisticAutoencoder
+from ..networks.speckle import SpeckleModel
 from .sliding_slice import SlidingSliceDecoder
 
 
@@ -90,13 +91,15 @@ class CascadedLatentDiffusionInferer:
         neighbours: condition each slice on f_sr(z) slices i-n..i+n (must match the refiner's training).
         noise_correlation: Gaussian sigma, in B-scans, of the correlation of the refiner's noise along D
             (initial and per-step noise); 0 = independent noise per B-scan, as in the paper.
+        speckle: optional fitted ``SpeckleModel`` drawing speckle onto the decoded volume (not in the paper;
+            its own random stream, seeded from the sample seed, so the rest of the sample is unchanged).
         progress: tqdm bars per stage. amp: autocast on CUDA only.
     """
 
     def __init__(self, scheduler: DDIMScheduler, decoder: SlidingSliceDecoder, latent_shape: Sequence[int],
                  num_inference_steps: int = 200, eta: float = 0.0, slice_batch: int = 128, use_refiner: bool = True,
-                 use_dec_m: bool = True, neighbours: int = 0, noise_correlation: float = 0.0, progress: bool = True,
-                 amp: bool = False):
+                 use_dec_m: bool = True, neighbours: int = 0, noise_correlation: float = 0.0,
+                 speckle: SpeckleModel | None = None, progress: bool = True, amp: bool = False):
         latent_shape = check_sampler_args(scheduler, latent_shape, num_inference_steps)
         if slice_batch < 1:
             raise ValueError(f"slice_batch must be >= 1, got {slice_batch}")
@@ -107,7 +110,9 @@ class CascadedLatentDiffusionInferer:
             raise ValueError(f"noise_correlation must be >= 0 (B-scans), got {noise_correlation}")
         self.use_refiner, self.use_dec_m, self.neighbours = use_refiner, use_dec_m, int(neighbours)
         self.noise_correlation = float(noise_correlation)
-        self.progress, self.amp = progress, amp
+        if speckle is not None and not bool(speckle.fitted):
+            raise ValueError("the speckle model is not fitted: run configs/fit_speckle.json or set use_speckle false")
+        self.speckle, self.progress, self.amp = speckle, progress, amp
         if not use_dec_m:
             self.decoder = SlidingSliceDecoder("slice2d", chunk_size=decoder.chunk_size, output_dtype=decoder.output_dtype)
 
@@ -124,7 +129,14 @@ class CascadedLatentDiffusionInferer:
         z_sr = self._global_latent(nhae, diffusion3d, gen, label_3d)
         if self.use_refiner:
             z_sr = self._refine(nhae, refiner, z_sr, gen, label_slices)
-        return self.decoder(z_sr.float(), nhae.dec_m).clamp(-1, 1)
+        return self._texture(self.decoder(z_sr.float(), nhae.dec_m).clamp(-1, 1), seed)
+
+    def _texture(self, volume: torch.Tensor, seed: int) -> torch.Tensor:
+        """Speckle drawn onto a decoded volume from a stream of its own (seed + 2^40), or the volume unchanged."""
+        if self.speckle is None:
+            return volume
+        gen = torch.Generator(device="cpu").manual_seed(int(seed) + 2**40)
+        return self.speckle.to(volume.device)(volume, gen, chunk=self.decoder.chunk_size)
 
     @torch.no_grad()
     def sample_ablations(self, nhae: NonHolisticAutoencoder, diffusion3d: torch.nn.Module, refiner: torch.nn.Module,
@@ -132,7 +144,8 @@ class CascadedLatentDiffusionInferer:
         """The three rows of the paper's ablation from one pass, sharing the Diff_3D and refiner samples:
         "nhae_diff3d" (no refiner, plain Dec2D), "diff_slice" (refiner, plain Dec2D) and "caldm"
         (refiner, Dec_M with this inferer's decoder). Each equals ``sample`` with the same seed and the
-        matching switches (the random streams are consumed in the same order)."""
+        matching switches (the random streams are consumed in the same order; with a speckle model every
+        row gets the same speckle draw)."""
         plain = SlidingSliceDecoder("slice2d", chunk_size=self.decoder.chunk_size, output_dtype=self.decoder.output_dtype)
         full = self.decoder if self.use_dec_m else SlidingSliceDecoder("stack", chunk_size=self.decoder.chunk_size,
                                                                       output_dtype=self.decoder.output_dtype)
@@ -142,7 +155,7 @@ class CascadedLatentDiffusionInferer:
         z_hr = self._refine(nhae, refiner, z_sr, gen, None).float()
         out["diff_slice"] = plain(z_hr, nhae.dec_m).clamp(-1, 1)
         out["caldm"] = full(z_hr, nhae.dec_m).clamp(-1, 1)
-        return out
+        return {k: self._texture(v, seed) for k, v in out.items()}
 
     def _global_latent(self, nhae, diffusion3d, gen: torch.Generator, label_3d) -> torch.Tensor:
         """noise -> Diff_3D (DDIM) -> f_sr: (c, D, h, w) in Enc2D latent units."""

@@ -14,3 +14,6 @@ __all__ += ["ClassAndBinaryLoss", "DCGANDiscriminator", "DCGANGenerator", "Domai
 from .baselines import ScaledDiffusionUNet  # noqa: E402
 
 __all__ += ["ScaledDiffusionUNet"]
+from .speckle import SpeckleModel, fit_speckle  # noqa: E402
+
+__all__ += ["SpeckleModel", "fit_speckle"]
