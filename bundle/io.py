@@ -16,6 +16,16 @@ from pathlib import Path
 import numpy as np
 
 
+def as_bool(value, name: str) -> bool:
+    """A config switch as a bool. The bundle CLI (python-fire) passes ``--flag false`` as the string
+    "false", which Python would treat as true; accept true/false/yes/no/1/0 in any case, refuse the rest."""
+    if isinstance(value, (bool, int)) and not isinstance(value, float):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def _split_ext(name: str) -> tuple[str, str]:
     for ext in (".nii.gz", ".tar.gz"):
         if name.endswith(ext):

@@ -99,6 +99,17 @@ def test_ablations_change_the_output(models):
     # without the refiner the Diff_3D latent is decoded directly: same global anatomy source, other detail
     p = _parser(models_dir=str(models), use_refiner=False)
     assert p.get_parsed_content("refiner") is None
+    # the CLI passes "--use_refiner false" as the string "false": it must switch the refiner off too
+    p = _parser(models_dir=str(models), use_refiner="false", use_speckle="False")
+    assert p.get_parsed_content("refiner") is None and p.get_parsed_content("speckle") is None
+    inf = p.get_parsed_content("inferer")
+    assert inf.use_refiner is False
+    q = _parser(models_dir=str(models), use_refiner=False, use_speckle=False)
+    nhae, d3 = q.get_parsed_content("nhae"), q.get_parsed_content("diffusion3d")
+    assert torch.equal(inf.sample(nhae, d3, None, seed=1), q.get_parsed_content("inferer").sample(nhae, d3, None, seed=1))
+    with pytest.raises(Exception) as info:
+        _parser(models_dir=str(models), use_dec_m="maybe").get_parsed_content("inferer")
+    assert "use_dec_m must be true or false, got 'maybe'" in _messages(info.value)
 
 
 @pytest.mark.parametrize("over,match", [

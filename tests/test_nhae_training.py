@@ -162,3 +162,12 @@ def test_adaptors_can_train_on_thumbnail_path_latents():
     assert changed and all(k.startswith("dec_m.adaptors") for k in changed)
     with pytest.raises(ValueError, match="adaptor_latents"):
         NHAEIteration("adaptors", adaptor_latents="thumbs")
+
+
+def test_resume_switch_accepts_cli_strings(tmp_path):
+    from bundle.handlers import LatestCheckpointLoader
+
+    assert LatestCheckpointLoader(tmp_path, {}, enabled="false").enabled is False
+    assert LatestCheckpointLoader(tmp_path, {}, enabled="True").enabled is True
+    with pytest.raises(ValueError, match="resume must be true or false, got 'off'"):
+        LatestCheckpointLoader(tmp_path, {}, enabled="off")

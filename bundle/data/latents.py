@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..io import atomic_path
+from ..io import as_bool, atomic_path
 
 
 @torch.no_grad()
@@ -25,6 +25,7 @@ def precompute_latents(network, datalist: Sequence[dict], transform: Callable, p
     """
     if not datalist:
         raise ValueError("cannot precompute latents: the training datalist is empty")
+    flips, volume_only = as_bool(flips, "use_flips"), as_bool(volume_only, "volume_only")
     network.eval()
     device = next(network.parameters()).device
     s3, s2 = network.scale_factor.item(), network.slice_scale_factor.item()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from monai.handlers import CheckpointLoader
 
+from ..io import as_bool
+
 _PATTERN = re.compile(r"checkpoint_(epoch|iteration)=(\d+)\.pt$")
 
 
@@ -30,7 +32,8 @@ class LatestCheckpointLoader:
     the newest one when the run starts (so epoch and iteration continue); otherwise do nothing."""
 
     def __init__(self, ckpt_dir: str | os.PathLike, load_dict: dict, map_location=None, enabled: bool = True):
-        self.ckpt_dir, self.load_dict, self.map_location, self.enabled = ckpt_dir, load_dict, map_location, enabled
+        self.ckpt_dir, self.load_dict, self.map_location = ckpt_dir, load_dict, map_location
+        self.enabled = as_bool(enabled, "resume")
         self.loaded_from: Path | None = None
 
     def attach(self, engine) -> None:

@@ -13,6 +13,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler
 
 from ..data.latents import neighbour_condition
+from ..io import as_bool
 from ..networks.nhae import NonHolisticAutoencoder
 from ..networks.speckle import SpeckleModel
 from .sliding_slice import SlidingSliceDecoder
@@ -108,12 +109,13 @@ class CascadedLatentDiffusionInferer:
         self.steps, self.eta, self.slice_batch = int(num_inference_steps), float(eta), int(slice_batch)
         if not noise_correlation >= 0:
             raise ValueError(f"noise_correlation must be >= 0 (B-scans), got {noise_correlation}")
-        self.use_refiner, self.use_dec_m, self.neighbours = use_refiner, use_dec_m, int(neighbours)
+        self.use_refiner, self.use_dec_m = as_bool(use_refiner, "use_refiner"), as_bool(use_dec_m, "use_dec_m")
+        self.neighbours = int(neighbours)
         self.noise_correlation = float(noise_correlation)
         if speckle is not None and not bool(speckle.fitted):
             raise ValueError("the speckle model is not fitted: run configs/fit_speckle.json or set use_speckle false")
         self.speckle, self.progress, self.amp = speckle, progress, amp
-        if not use_dec_m:
+        if not self.use_dec_m:
             self.decoder = SlidingSliceDecoder("slice2d", chunk_size=decoder.chunk_size, output_dtype=decoder.output_dtype)
 
     @torch.no_grad()
