@@ -66,3 +66,28 @@ def test_errors():
         SpeckleModel().fit([(torch.zeros(2, 8, 8), torch.zeros(2, 8, 9))])
     with pytest.raises(ValueError, match="no \\(decoded, real\\) pairs"):
         SpeckleModel().fit([])
+
+
+def test_add_speckle_script(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from bundle.io import load_nifti, save_nifti
+
+    root = Path(__file__).resolve().parents[1]
+    d, x, _ = synthetic_pairs(n=8)
+    save_weights(SpeckleModel().fit([(d, x)]), tmp_path / "speckle.pt")
+    smooth = np.full((4, 64, 64), 128, np.uint8)
+    save_nifti(smooth, tmp_path / "in" / "v_seed1.nii.gz", (1.0, 2.0, 3.0))
+    cmd = [sys.executable, str(root / "scripts" / "add_speckle.py"), "--input", str(tmp_path / "in"), "--output",
+           str(tmp_path / "out"), "--weights", str(tmp_path / "speckle.pt")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    out, spacing = load_nifti(tmp_path / "out" / "v_seed1.nii.gz")
+    assert out.shape == smooth.shape and spacing == pytest.approx((1.0, 2.0, 3.0))
+    assert out.astype(float).std() > 3 and abs(out.astype(float).mean() - 128) < 5
+    assert (tmp_path / "out" / "v_seed1_preview.png").is_file()
+    again = subprocess.run(cmd[:3] + [str(tmp_path / "nothing")] + cmd[4:], capture_output=True, text=True)
+    assert again.returncode != 0 and "holds no .nii.gz volumes" in again.stderr
