@@ -47,6 +47,9 @@ def test_sampling_is_seeded_independent_per_bscan_and_level_dependent(tmp_path):
     b = m(vol, torch.Generator().manual_seed(3), chunk=5)
     c = m(vol, torch.Generator().manual_seed(4), chunk=5)
     assert torch.equal(a, b) and not torch.equal(a, c)
+    inplace = vol.clone()
+    same = m(inplace, torch.Generator().manual_seed(3), chunk=5, inplace=True)
+    assert same is inplace and torch.equal(same, a) and torch.equal(vol, d[None, :32]), "the copy leaves its input alone"
     assert a.shape == vol.shape and a.min() >= -1 and a.max() <= 1
     r = (a - vol)[0]
     # B-scans are independent, pixels inside a B-scan are correlated like the fitted field

@@ -138,7 +138,7 @@ class CascadedLatentDiffusionInferer:
         if self.speckle is None:
             return volume
         gen = torch.Generator(device="cpu").manual_seed(int(seed) + 2**40)
-        return self.speckle.to(volume.device)(volume, gen, chunk=self.decoder.chunk_size)
+        return self.speckle.to(volume.device)(volume.contiguous(), gen, chunk=self.decoder.chunk_size, inplace=True)
 
     @torch.no_grad()
     def sample_ablations(self, nhae: NonHolisticAutoencoder, diffusion3d: torch.nn.Module, refiner: torch.nn.Module,

@@ -148,11 +148,15 @@ class SpeckleModel(nn.Module):
         return white[:, 0]
 
     @torch.no_grad()
-    def forward(self, volume: torch.Tensor, generator: torch.Generator, chunk: int = 16) -> torch.Tensor:
-        """``volume`` (..., D, H, W) in [-1, 1] -> the same with speckle drawn independently per B-scan (chunks of D)."""
+    def forward(self, volume: torch.Tensor, generator: torch.Generator, chunk: int = 16, inplace: bool = False) -> torch.Tensor:
+        """``volume`` (..., D, H, W) in [-1, 1] -> the same with speckle drawn independently per B-scan (chunks of D).
+
+        ``inplace`` writes into ``volume`` (contiguous) instead of a copy: no second full-size volume at 512^3."""
         if not bool(self.fitted):
             raise RuntimeError("the speckle model is not fitted; run configs/fit_speckle.json or pass use_speckle false")
-        out = volume.clone()
+        if inplace and not volume.is_contiguous():
+            raise ValueError("inplace speckle needs a contiguous volume")
+        out = volume if inplace else volume.clone()
         flat = out.reshape(-1, *out.shape[-2:])
         for a in range(0, flat.shape[0], chunk):
             d = flat[a : a + chunk]
