@@ -35,6 +35,8 @@ import torch.nn.functional as F
 
 
 class SpeckleModel(nn.Module):
+    """Fitted speckle texture (module docstring): ``fit`` on (decoded, real) pairs, then call on decoded volumes."""
+
     def __init__(self, num_bins: int = 16, num_quantiles: int = 65):
         super().__init__()
         if num_bins < 1 or num_quantiles < 2:
@@ -48,7 +50,7 @@ class SpeckleModel(nn.Module):
     @torch.no_grad()
     def fit(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], max_voxels: int = 4_000_000, seed: int = 0) -> "SpeckleModel":
         """Fit from (decoded, real) pairs of equal shape (..., H, W) in [-1, 1] (B-scans in the last two axes)."""
-        dec, res, corr = [], [], []
+        dec, res = [], []
         gen = torch.Generator().manual_seed(seed)
         for d, x in pairs:
             if d.shape != x.shape or d.ndim < 2:
@@ -81,10 +83,8 @@ class SpeckleModel(nn.Module):
         for axis, k in ((0, 1), (1, 2)):  # axial (H), lateral (W)
             a, b = n.narrow(k, 0, n.shape[k] - 1), n.narrow(k, 1, n.shape[k] - 1)
             rho = float((a * b).mean() / n.var())
-            corr.append(rho)
             self.sigma[axis] = math.sqrt(-1.0 / (4.0 * math.log(rho))) if 0.01 < rho < 0.999 else 0.0
         self.fitted.fill_(True)
-        self.fit_lag1_correlation = tuple(corr)
         self._calibrate_gain(d_all[:256], e_all[:256], gen)
         return self
 
@@ -108,10 +108,12 @@ class SpeckleModel(nn.Module):
     def _weights(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Lower bin index, upper bin index and the upper bin's weight for every decoded value."""
         c = self.bin_centres
-        hi = torch.bucketize(d.clamp(c[0], c[-1]).contiguous(), c).clamp(1, len(c) - 1) if len(c) > 1 else torch.zeros_like(d, dtype=torch.long)
-        lo = (hi - 1).clamp(min=0)
-        w = ((d - c[lo]) / (c[hi] - c[lo]).clamp(min=1e-6)).clamp(0, 1) if len(c) > 1 else torch.zeros_like(d)
-        return lo, hi, w
+        if len(c) == 1:
+            zero = torch.zeros_like(d, dtype=torch.long)
+            return zero, zero, torch.zeros_like(d)
+        hi = torch.bucketize(d.clamp(c[0], c[-1]).contiguous(), c).clamp(1, len(c) - 1)
+        lo = hi - 1
+        return lo, hi, ((d - c[lo]) / (c[hi] - c[lo]).clamp(min=1e-6)).clamp(0, 1)
 
     def _quantile_at(self, b: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Quantile function of bin ``b`` at probability ``u`` (linear between table entries)."""
