@@ -2,6 +2,7 @@
 
     python scripts/make_figure.py oct --left "out/*.nii.gz" --right "data/phantoms/images/oct_00[0-2]*.nii.gz" --out docs/figures/synthetic_preview.png
     python scripts/make_figure.py rows --files "out/a/x.nii.gz;out/b/x.nii.gz" --labels "model A;model B" --out docs/figures/table1_samples.png
+    python scripts/make_figure.py enface --sets "out/table1/cascade/nhae_diff3d;out/table1v2/cascade/nhae_diff3d" --labels "0.4.0;0.5.0" --out docs/figures/enface_pit.png
     python scripts/make_figure.py fundus --panels "out/dcgan/dcgan_0*.png;out/vae/vae_0*.png;data/fundus/images/fundus_0*.png" --out docs/figures/fundus_samples.png
 """
 
@@ -54,6 +55,35 @@ def rows(files, labels, out, height=160):
     print(out)
 
 
+def enface(sets, labels, out, num=20, per_row=10, depth="30,90"):
+    """Per folder (';'-separated SETS), a labelled grid of the first NUM volumes' en-face mean over the
+    depth rows DEPTH (the inner retina at 128^3), each contrast-stretched: shows whether a foveal pit
+    (dark centre, bright rim) is there, seed by seed."""
+    from PIL import Image, ImageDraw
+
+    d0, d1 = (int(v) for v in str(depth).split(","))
+    dirs, labs = sets.split(";"), labels.split(";")
+    if len(dirs) != len(labs):
+        raise SystemExit(f"error: {len(dirs)} sets but {len(labs)} labels")
+    parts = []
+    for folder, lab in zip(dirs, labs):
+        files = sorted(glob.glob(os.path.join(folder, "*.nii.gz")))[: int(num)]
+        if not files:
+            raise SystemExit(f"error: {folder} holds no .nii.gz volumes")
+        tiles = []
+        for f in files:
+            en = load_nifti(f)[0][:, d0:d1, :].astype(np.float64).mean(1)
+            tiles.append(np.pad((255 * (en - en.min()) / (np.ptp(en) + 1e-6)).astype(np.uint8), 2))
+        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % int(per_row))
+        grid = np.concatenate([np.concatenate(tiles[i : i + int(per_row)], 1) for i in range(0, len(tiles), int(per_row))])
+        band = Image.new("L", (grid.shape[1], 18), 0)
+        ImageDraw.Draw(band).text((4, 3), lab, fill=255)
+        parts += [np.asarray(band), grid]
+    width = max(p.shape[1] for p in parts)
+    save_png(np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts]), out)
+    print(out)
+
+
 def fundus(panels, out, num=16, nrow=4):
     """Panels side by side, each a grid of the first NUM images matching one of the ';'-separated globs."""
     import torch
@@ -79,4 +109,4 @@ def fundus(panels, out, num=16, nrow=4):
 
 
 if __name__ == "__main__":
-    fire.Fire({"oct": oct, "rows": rows, "fundus": fundus})
+    fire.Fire({"oct": oct, "rows": rows, "enface": enface, "fundus": fundus})
