@@ -16,7 +16,7 @@ import fire  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bundle.io import load_nifti, save_png  # noqa: E402
-from bundle.preview import volume_preview  # noqa: E402
+from bundle.preview import preview_grid, volume_preview  # noqa: E402
 
 
 def oct(left, right, out, num=3, height=200):
@@ -37,8 +37,6 @@ def oct(left, right, out, num=3, height=200):
 
 def rows(files, labels, out, height=160):
     """One labelled preview row per NIfTI file (';'-separated FILES and LABELS), e.g. one sample per model."""
-    from PIL import Image, ImageDraw
-
     fs, ls = files.split(";"), labels.split(";")
     if len(fs) != len(ls):
         raise SystemExit(f"error: {len(fs)} files but {len(ls)} labels")
@@ -47,20 +45,24 @@ def rows(files, labels, out, height=160):
         if not os.path.isfile(f):
             raise SystemExit(f"error: {f} not found")
         prev = volume_preview(load_nifti(f)[0], int(height))
-        band = Image.new("L", (prev.shape[1], 18), 0)
-        ImageDraw.Draw(band).text((4, 3), lab, fill=255)
-        parts += [np.asarray(band), prev, np.zeros((6, prev.shape[1]), np.uint8)]
-    width = max(p.shape[1] for p in parts)
-    save_png(np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts]), out)
+        parts += [_label_band(lab, prev.shape[1]), prev, np.zeros((6, prev.shape[1]), np.uint8)]
+    save_png(preview_grid(parts, gap=0), out)
     print(out)
+
+
+def _label_band(text, width):
+    """An 18-pixel black band of ``width`` with ``text`` in white: the title above a figure part."""
+    from PIL import Image, ImageDraw
+
+    band = Image.new("L", (width, 18), 0)
+    ImageDraw.Draw(band).text((4, 3), text, fill=255)
+    return np.asarray(band)
 
 
 def enface(sets, labels, out, num=20, per_row=10, depth="30,90"):
     """Per folder (';'-separated SETS), a labelled grid of the first NUM volumes' en-face mean over the
     depth rows DEPTH (the inner retina at 128^3), each contrast-stretched: shows whether a foveal pit
     (dark centre, bright rim) is there, seed by seed."""
-    from PIL import Image, ImageDraw
-
     d0, d1 = (int(v) for v in str(depth).split(","))
     dirs, labs = sets.split(";"), labels.split(";")
     if len(dirs) != len(labs):
@@ -76,11 +78,8 @@ def enface(sets, labels, out, num=20, per_row=10, depth="30,90"):
             tiles.append(np.pad((255 * (en - en.min()) / (np.ptp(en) + 1e-6)).astype(np.uint8), 2))
         tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % int(per_row))
         grid = np.concatenate([np.concatenate(tiles[i : i + int(per_row)], 1) for i in range(0, len(tiles), int(per_row))])
-        band = Image.new("L", (grid.shape[1], 18), 0)
-        ImageDraw.Draw(band).text((4, 3), lab, fill=255)
-        parts += [np.asarray(band), grid]
-    width = max(p.shape[1] for p in parts)
-    save_png(np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts]), out)
+        parts += [_label_band(lab, grid.shape[1]), grid]
+    save_png(preview_grid(parts, gap=0), out)
     print(out)
 
 
