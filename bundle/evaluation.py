@@ -69,7 +69,11 @@ def load_volume(path: str, intensity_max: float = 255.0) -> torch.Tensor:
     """(D, H, W) float tensor in [-1, 1] from a NIfTI file holding 0..``intensity_max``."""
     from .io import load_nifti
 
-    arr, _ = load_nifti(path)
+    return volume_from_array(load_nifti(path)[0], path, intensity_max)
+
+
+def volume_from_array(arr, path: str, intensity_max: float = 255.0) -> torch.Tensor:
+    """``load_volume`` for an array already read from ``path`` (named in errors)."""
     arr = np.squeeze(np.asarray(arr, np.float32))
     if arr.ndim != 3:
         raise ValueError(f"{path}: expected a 3D (D, H, W) volume, got shape {arr.shape}")

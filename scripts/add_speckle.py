@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 
 def main(input, output, weights="models/speckle.pt", seed=0):
+    from bundle.evaluation import volume_from_array
     from bundle.io import load_nifti
     from bundle.networks import SpeckleModel, load_weights
     from bundle.synthesis import check_output_dir, write_volume
@@ -29,7 +30,7 @@ def main(input, output, weights="models/speckle.pt", seed=0):
     out = check_output_dir(output)
     for k, f in enumerate(files):
         arr, spacing = load_nifti(f)
-        vol = torch.from_numpy(arr).float()[None] / 127.5 - 1.0
+        vol = volume_from_array(arr, f)[None]
         name = os.path.basename(f)[: -len(".nii.gz")]
         write_volume(model(vol, torch.Generator().manual_seed(int(seed) + k)), out, name, spacing)
     print(f"wrote {len(files)} volumes with speckle to {output}")
