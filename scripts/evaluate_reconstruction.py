@@ -58,9 +58,8 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
                             "train it with configs/baselines/train_autoencoderkl3d.json (docs/README.md)").eval()
         methods["MONAI AutoencoderKL 3D (holistic)"] = ae3d.reconstruct
     with torch.no_grad():
-        res = evaluate_reconstruction(methods, vols)
-        if save_dir:
-            _save_reconstructions(methods, vols, items, save_dir, p.get_parsed_content("spacing"))
+        measured = _saving(methods, vols, items, save_dir, p.get_parsed_content("spacing")) if save_dir else methods
+        res = evaluate_reconstruction(measured, vols)
         if out_png:
             from bundle.io import save_png
             from bundle.preview import preview_grid, volume_preview
@@ -80,17 +79,24 @@ def main(weights="models/nhae.pt", datalist="data/phantoms/datalist.json", num=1
             print(f"| {name} | {f('psnr')} | {f('ssim')} | {f('jitter')} |")
 
 
-def _save_reconstructions(methods, vols, items, save_dir, spacing):
+def _saving(methods, vols, items, save_dir, spacing):
+    """``methods`` wrapped so that each reconstruction is also written as NIfTI the moment the metrics compute it."""
     import re
     from pathlib import Path
 
     from bundle.synthesis import check_output_dir, write_volume
 
-    for name, method in methods.items():
-        out = check_output_dir(Path(save_dir) / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
-        for item, v in zip(items, vols):
-            case = os.path.basename(item["image"]).split(".")[0]
-            write_volume(method(v)[0].clamp(-1, 1), out, f"recon_{case}", spacing)
+    cases = {id(v): os.path.basename(item["image"]).split(".")[0] for item, v in zip(items, vols)}
+
+    def wrap(method, out):
+        def run(v):
+            rec = method(v)
+            write_volume(rec[0].clamp(-1, 1), out, f"recon_{cases[id(v)]}", spacing)
+            return rec
+        return run
+
+    return {name: wrap(m, check_output_dir(Path(save_dir) / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")))
+            for name, m in methods.items()}
 
 
 if __name__ == "__main__":
