@@ -1,9 +1,9 @@
-"""Retinal image synthesis bundle: CA-LDM OCT volumes, DCGAN/VAE and DR-GAN fundus photographs.
+"""Retinal image synthesis bundle: CA-LDM OCT volumes, DCGAN and VAE fundus photographs.
 
 Importing ``bundle`` loads every subpackage, so config expressions such as
 ``$bundle.networks.load_weights(...)`` work whatever order the config items resolve in.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.6.0"
 
 from . import data, engines, handlers, inferers, metrics, networks, transforms  # noqa: E402,F401

@@ -11,8 +11,6 @@ import time
 
 import torch
 
-DEFAULT_NHAE = dict(channels_2d=(16, 32, 64, 64), channels_3d=(16, 32, 64), sr_channels=32, latent_channels=4,
-                    num_res_blocks=1, norm_num_groups=8)
 DECODE_MODELS = ("dec_m", "slice2d", "autoencoderkl3d")
 SYNTHESIS_MODELS = ("caldm", "ldm3d", "medical_diffusion")
 
@@ -21,91 +19,90 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _config(model: str | None = None, size: tuple[int, int, int] | None = None, root: str | None = None):
+    """The bundle's inference config (plus a baseline overlay), so benchmarks use the shipped widths at every size."""
+    from monai.bundle import ConfigParser
+
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = [os.path.join(root, "configs", "inference.json")]
+    if model not in (None, "caldm"):
+        files.append(os.path.join(root, "configs", "baselines", f"inference_{model}.json"))
+    p = ConfigParser()
+    p.read_config(files)
+    p["bundle_root"] = root
+    p["device"] = "$torch.device('cpu')"
+    if size is not None:
+        p["image_size"] = list(size)
+    return p
+
+
+def _nonzero_adaptors(nhae) -> None:
+    for a in nhae.dec_m.adaptors:  # trained adaptors are non-zero; cost does not depend on values
+        torch.nn.init.normal_(a.conv.weight, std=0.01)
+
+
 def decode_worker(size: tuple[int, int, int], model: str, mode: str, chunk_size: int, seed: int = 0) -> dict:
     """Decode random latents of a (D, H, W) volume once; returns seconds and peak RSS of this process."""
-    from monai.networks.nets import AutoencoderKL
-
     from .inferers import SlidingSliceDecoder
-    from .networks import NonHolisticAutoencoder
 
     torch.manual_seed(seed)
     D, H, W = size
-    c = DEFAULT_NHAE["latent_channels"]
+    p = _config()
+    c = p["latent_channels"]
     baseline = _rss_mb()
     with torch.no_grad():
         if model == "autoencoderkl3d":
-            ae = AutoencoderKL(spatial_dims=3, in_channels=1, out_channels=1, channels=DEFAULT_NHAE["channels_2d"], latent_channels=c,
-                               num_res_blocks=1, norm_num_groups=8, attention_levels=(False,) * 4,
-                               with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False).eval()
+            ae = p.get_parsed_content("autoencoderkl3d_def").eval()
             z = torch.randn(1, c, D // 8, H // 8, W // 8)
             t0 = time.perf_counter()
             out = ae.decode(z)
         else:
-            net = NonHolisticAutoencoder(**DEFAULT_NHAE).eval()
-            for a in net.dec_m.adaptors:  # trained adaptors are non-zero; cost does not depend on values
-                torch.nn.init.normal_(a.conv.weight, std=0.01)
+            net = p.get_parsed_content("nhae_def").eval()
+            _nonzero_adaptors(net)
             z = torch.randn(c, D, H // 8, W // 8)
             dec = SlidingSliceDecoder("slice2d" if model == "slice2d" else mode, chunk_size=chunk_size)
             t0 = time.perf_counter()
             out = dec(z, net.dec_m)
         seconds = time.perf_counter() - t0
-    return {"benchmark": "decode", "model": model, "mode": mode if model == "dec_m" else "whole" if model == "autoencoderkl3d" else "slice2d",
-            "size": [D, H, W], "chunk_size": chunk_size, "seconds": round(seconds, 3), "peak_rss_mb": round(_rss_mb(), 1),
-            "baseline_rss_mb": round(baseline, 1), "output_shape": list(out.shape), "threads": torch.get_num_threads()}
+    return {"benchmark": "decode", "model": model,
+            "mode": mode if model == "dec_m" else "whole" if model == "autoencoderkl3d" else "slice2d",
+            "size": [D, H, W], "chunk_size": chunk_size, "seconds": round(seconds, 3),
+            "peak_rss_mb": round(_rss_mb(), 1), "baseline_rss_mb": round(baseline, 1), "output_shape": list(out.shape),
+            "threads": torch.get_num_threads()}
 
 
-def synthesis_networks(model: str, size: tuple[int, int, int], root: str | None = None) -> tuple:
-    """(inferer, autoencoder, diffusion, refiner) of MODEL for volumes of ``size``, built from the bundle's
-    inference configs (so every model has the widths of the shipped configs at every size) with
-    random weights: memory and time of a forward pass do not depend on the weight values."""
-    from monai.bundle import ConfigParser
-
+def synthesis_networks(model: str, size: tuple[int, int, int], steps: int = 200, root: str | None = None) -> tuple:
+    """(inferer, network) of MODEL for volumes of ``size`` with ``steps`` DDIM steps per stage, built from the
+    bundle's inference configs with random weights: memory and time do not depend on the weight values."""
     if model not in SYNTHESIS_MODELS:
         raise ValueError(f"model must be one of {SYNTHESIS_MODELS}, got {model!r}")
-    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    files = [os.path.join(root, "configs", "inference.json")]
-    if model != "caldm":
-        files.append(os.path.join(root, "configs", "baselines", f"inference_{model}.json"))
-    cwd = os.getcwd()
-    os.chdir(root)  # the baseline configs reference the autoencoder definition by a bundle-relative path
-    try:
-        p = ConfigParser()
-        p.read_config(files)
-        p["image_size"] = list(size)
-        p["device"] = "$torch.device('cpu')"
-        nhae = p.get_parsed_content("nhae_def")
-        for a in nhae.dec_m.adaptors:  # trained adaptors are non-zero; cost does not depend on values
-            torch.nn.init.normal_(a.conv.weight, std=0.01)
+    p = _config(model, size, root)
+    p["ddim_steps"] = int(steps)
+    for k in ("global_sampler#progress", "slice_refiner#progress", "decoder#progress"):
+        p[k] = False
+    net = p.get_parsed_content("network_def")
+    nhae = net.autoencoder if model != "caldm" else net.nhae
+    if hasattr(nhae, "dec_m"):
+        _nonzero_adaptors(nhae)
         nhae.scale_factor.fill_(1.0)
-        if model == "caldm":
-            from .networks import SpeckleModel
-
-            p["decoder#progress"] = False
-            speckle = SpeckleModel()  # the default inference draws speckle; cost does not depend on the fitted values
-            speckle.fitted.fill_(True)
-            speckle.sigma.fill_(0.5)
-            p["speckle"] = speckle
-            return p.get_parsed_content("inferer"), nhae.eval(), p.get_parsed_content("diffusion3d_def").eval(), \
-                p.get_parsed_content("refiner_def").eval()
-        auto = nhae if model == "ldm3d" else p.get_parsed_content("autoencoderkl3d_def")
-        return p.get_parsed_content("inferer"), auto.eval(), p.get_parsed_content("baseline_diffusion_def").eval(), None
-    finally:
-        os.chdir(cwd)
+    if model == "caldm":  # the default inference draws speckle; cost does not depend on the fitted values
+        net.speckle.fitted.fill_(True)
+        net.speckle.sigma.fill_(0.5)
+    return p.get_parsed_content("inferer"), net.eval()
 
 
 def synthesis_worker(model: str, size: tuple[int, int, int], steps: int, seed: int = 0) -> dict:
     """One full inference (STEPS DDIM steps per diffusion stage) of a (D, H, W) volume; seconds and peak RSS."""
     torch.manual_seed(seed)
-    inferer, auto, diffusion, refiner = synthesis_networks(model, size)
-    inferer.steps, inferer.progress = int(steps), False
+    inferer, network = synthesis_networks(model, size, steps)
     baseline = _rss_mb()
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = inferer.sample(auto, diffusion, refiner, seed=seed)
+        out = inferer.sample(network, seed=seed)
     seconds = time.perf_counter() - t0
-    return {"benchmark": "synthesis", "model": model, "size": list(size), "ddim_steps": int(steps), "seconds": round(seconds, 2),
-            "peak_rss_mb": round(_rss_mb(), 1), "baseline_rss_mb": round(baseline, 1), "output_shape": list(out.shape),
-            "threads": torch.get_num_threads()}
+    return {"benchmark": "synthesis", "model": model, "size": list(size), "ddim_steps": int(steps),
+            "seconds": round(seconds, 2), "peak_rss_mb": round(_rss_mb(), 1), "baseline_rss_mb": round(baseline, 1),
+            "output_shape": list(out.shape), "threads": torch.get_num_threads()}
 
 
 def run_in_fresh_process(args: list[str], memory_limit_gb: float | None = None, timeout: float | None = None) -> dict:
@@ -117,8 +114,8 @@ def run_in_fresh_process(args: list[str], memory_limit_gb: float | None = None, 
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        proc = subprocess.run([sys.executable, "-m", "bundle.benchmarks", *args], cwd=root, capture_output=True, text=True,
-                              preexec_fn=_limit, timeout=timeout)
+        proc = subprocess.run([sys.executable, "-m", "bundle.benchmarks", *args], cwd=root, capture_output=True,
+                              text=True, preexec_fn=_limit, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "timeout_s": timeout}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

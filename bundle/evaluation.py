@@ -43,7 +43,8 @@ def load_images(files: list[str], size: int) -> torch.Tensor:
             raise ValueError(f"{f}: image is not square ({img.shape[1]} x {img.shape[0]})")
         t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None] / 127.5 - 1.0
         if t.shape[-1] != size:
-            t = F.interpolate(t, size=(size, size), mode="area" if t.shape[-1] > size else "bilinear", align_corners=None)
+            t = F.interpolate(t, size=(size, size), mode="area" if t.shape[-1] > size else "bilinear",
+                              align_corners=None)
         out.append(t[0])
     return torch.stack(out)
 
@@ -82,7 +83,8 @@ def volume_from_array(arr, path: str, intensity_max: float = 255.0) -> torch.Ten
     return torch.from_numpy(arr / intensity_max * 2.0 - 1.0).clamp(-1, 1)
 
 
-def _slice_set(volumes: list[torch.Tensor], per_volume: int, inter: bool, size: tuple[int, int], seed: int) -> torch.Tensor:
+def _slice_set(volumes: list[torch.Tensor], per_volume: int, inter: bool, size: tuple[int, int],
+               seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(int(seed))
     out = []
     for v in volumes:
@@ -139,17 +141,20 @@ def evaluate_oct_sets(real, fakes, real_split: str = "test", fake_split: str = "
         f = [load_volume(v) for v in list_volumes(fake, fake_split)[: int(max_volumes)]]
         torch.manual_seed(seed)
         res = evaluate_oct(r, f, net, int(per_volume), features=features, seed=seed)
-        res.update(real=str(real), fake=str(fake), feature_weights=str(weights) if features == "domain" else str(inception_weights))
+        res.update(real=str(real), fake=str(fake),
+                   feature_weights=str(weights) if features == "domain" else str(inception_weights))
         results.append(res)
     return results
 
 
 def oct_markdown(results: list[dict], names: list[str] | None = None) -> str:
-    """A Markdown table of ``evaluate_oct`` results (one row per result, plus the first real set's own TV and jitter)."""
+    """A Markdown table of ``evaluate_oct`` results (one row per result, plus the first real set's own TV and \
+jitter)."""
     names = names or [str(r["fake"]) for r in results]
     tv = lambda v: f"{v[0]:.4f} +- {v[1]:.4f}"  # noqa: E731
     lines = [f"features: {results[0]['features']}; {results[0]['slices_per_volume']} slices per volume and direction",
-             "| set | n | Intra-FD | Inter-FD | Intra-KID | Inter-KID | Intra-SWD x1e3 | Inter-SWD x1e3 | TV (D+H+W) | TV D | jitter |",
+             ("| set | n | Intra-FD | Inter-FD | Intra-KID | Inter-KID | Intra-SWD x1e3 | Inter-SWD x1e3 "
+              "| TV (D+H+W) | TV D | jitter |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in zip(names, results):
         lines.append(f"| {name} | {r['n_fake']} | {r['intra_fd']:.3f} | {r['inter_fd']:.3f} | {r['intra_kid']:.4f} | "

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 
-from .io import save_json, save_png
+from .io import check_num_samples, check_output_dir, save_json, save_png
 from .preview import image_grid
-from .synthesis import check_num_samples, check_output_dir
+from .transforms.synthesis import to_uint8
 
 
 @torch.no_grad()
@@ -46,8 +45,9 @@ def sample_fundus(generator: torch.nn.Module, num_samples: int, seed: int, outpu
     accepted = sum(len(k) for k in kept)
     images = torch.cat(kept)[:num_samples]
     if len(images) < num_samples:
-        raise RuntimeError(f"only {len(images)} of {drawn} samples reached D(G(z)) >= {min_score}; lower min_score or raise max_draws")
-    u8 = np.clip(np.round((images.float().numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        raise RuntimeError(f"only {len(images)} of {drawn} samples reached D(G(z)) >= {min_score}; "
+                           "lower min_score or raise max_draws")
+    u8 = to_uint8(images).transpose(0, 2, 3, 1)
     files = []
     for i, img in enumerate(u8):
         name = f"{prefix}_{i:04d}.png"
@@ -59,5 +59,6 @@ def sample_fundus(generator: torch.nn.Module, num_samples: int, seed: int, outpu
     if min_score is not None:
         summary["acceptance_rate"] = round(accepted / drawn, 4)
     save_json(summary, out / f"{prefix}_summary.json")
-    print(f"wrote {len(files)} images to {out} (drew {drawn}" + (f", kept those with D(G(z)) >= {min_score})" if min_score is not None else ")"))
+    print(f"wrote {len(files)} images to {out} (drew {drawn}"
+          + (f", kept those with D(G(z)) >= {min_score})" if min_score is not None else ")"))
     return summary

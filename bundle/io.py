@@ -93,3 +93,28 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
     return Path(path)
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Create ``output_dir`` if needed and prove it is writable, before any work starts."""
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"output_dir {out} is not writable: {e}") from e
+    return out
+
+
+def check_num_samples(num_samples) -> int:
+    """A positive integer number of samples (the CLI may pass it as a string)."""
+    try:
+        n = (int(num_samples) if not isinstance(num_samples, bool) and float(num_samples) == int(float(num_samples))
+             else None)
+    except (TypeError, ValueError):
+        n = None
+    if n is None or n < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    return n

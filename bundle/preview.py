@@ -59,7 +59,8 @@ def volume_preview(volume: np.ndarray, height: int = 256, titles: bool = True, g
     for name, tile in tiles:
         canvas.paste(tile, (x, strip))
         if titles:
-            draw.text((x + 2, 1), {"enface": "en-face mean", "bscan": "B-scan D/2", "interslice": "inter-slice W/2"}[name], fill=255)
+            draw.text((x + 2, 1), {"enface": "en-face mean", "bscan": "B-scan D/2",
+                                   "interslice": "inter-slice W/2"}[name], fill=255)
         x += tile.width + gap
     return np.asarray(canvas)
 

@@ -1,6 +1,6 @@
-"""Draw the fitted speckle model (``models/speckle.pt``) onto volumes that were synthesized without it.
+"""Draw the fitted speckle model (the ``speckle`` part of ``models/model.pt``) onto volumes synthesized without it.
 
-    python scripts/add_speckle.py --input out/ldm3d --output out/ldm3d_speckle [--weights models/speckle.pt] [--seed 0]
+    python scripts/add_speckle.py --input out/ldm3d --output out/ldm3d_speckle [--weights models/model.pt] [--seed 0]
 
 Reads every ``*.nii.gz`` in INPUT (uint8 as the bundle writes them), adds speckle (file k of the sorted
 list uses seed SEED + k) and writes the same names, spacing and a preview to OUTPUT, each atomically.
@@ -17,22 +17,23 @@ import fire  # noqa: E402
 import torch  # noqa: E402
 
 
-def main(input, output, weights="models/speckle.pt", seed=0):
+def main(input, output, weights="models/model.pt", seed=0):
     from bundle.evaluation import volume_from_array
     from bundle.io import load_nifti
+    from bundle.io import check_output_dir
     from bundle.networks import SpeckleModel, load_weights
-    from bundle.synthesis import check_output_dir, write_volume
+    from bundle.transforms.synthesis import spacing_affine, write_volume
 
     files = sorted(glob.glob(os.path.join(input, "*.nii.gz")))
     if not files:
         raise SystemExit(f"error: {input} holds no .nii.gz volumes")
-    model = load_weights(SpeckleModel(), weights, "fit it with configs/fit_speckle.json (docs/README.md)")
+    model = load_weights(SpeckleModel(), weights, "fit it (docs/README.md, Training configuration)", prefix="speckle")
     out = check_output_dir(output)
     for k, f in enumerate(files):
         arr, spacing = load_nifti(f)
         vol = volume_from_array(arr, f)[None]
         name = os.path.basename(f)[: -len(".nii.gz")]
-        write_volume(model(vol, torch.Generator().manual_seed(int(seed) + k)), out, name, spacing)
+        write_volume(model(vol, torch.Generator().manual_seed(int(seed) + k)), out, name, spacing_affine(spacing))
     print(f"wrote {len(files)} volumes with speckle to {output}")
 
 

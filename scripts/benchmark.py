@@ -2,7 +2,8 @@
 
     python scripts/benchmark.py phantom --size 128,128,128 [--repeats 5]
     python scripts/benchmark.py decode --size 256,256,256 --mode stack|window [--model dec_m|slice2d|autoencoderkl3d]
-    python scripts/benchmark.py memory --sizes 64,128,256,512 --models caldm,ldm3d,medical_diffusion [--steps 2] [--json]
+    python scripts/benchmark.py memory --sizes 64,128,256,512 --models caldm,ldm3d,medical_diffusion [--steps 2] \
+[--json]
 """
 
 import json as jsonlib
@@ -60,7 +61,8 @@ def decode(size="128,128,128", mode="stack", model="dec_m", chunk_size=16, memor
         raise ValueError(f"mode must be window or stack, got {mode!r}")
     if any(d % 8 for d in dims):
         raise ValueError(f"size {dims}: every dimension must be a multiple of 8")
-    result = run_in_fresh_process(["decode", ",".join(map(str, dims)), model, mode, str(int(chunk_size))], memory_limit_gb)
+    result = run_in_fresh_process(["decode", ",".join(map(str, dims)), model, mode, str(int(chunk_size))],
+                                  memory_limit_gb)
     result.setdefault("size", list(dims))
     result.setdefault("model", model)
     print(jsonlib.dumps(result))
@@ -107,7 +109,8 @@ def memory(sizes="64,128,256,512", models="caldm,ldm3d,medical_diffusion", steps
     cell = {(r["model"], r["size"][0]): r for r in rows}
 
     def fmt(r):
-        return f"{r['peak_rss_mb'] / 1024:.2f} GB, {r['seconds']:.0f} s" if r["status"] == "ok" else r["status"].replace("_", " ")
+        return (f"{r['peak_rss_mb'] / 1024:.2f} GB, {r['seconds']:.0f} s" if r["status"] == "ok"
+                else r["status"].replace("_", " "))
 
     if not json:
         print(f"peak RSS and time of one inference ({int(steps)} DDIM steps per stage; limit {memory_limit_gb} GB)")
@@ -120,11 +123,13 @@ def memory(sizes="64,128,256,512", models="caldm,ldm3d,medical_diffusion", steps
             both = [s for s in sizes if cell[("caldm", s)]["status"] == "ok" and cell[(m, s)]["status"] == "ok"]
             if both:
                 s = both[-1]
-                print(f"{m} / caldm peak RSS at {s}^3: {cell[(m, s)]['peak_rss_mb'] / cell[('caldm', s)]['peak_rss_mb']:.2f}x")
+                print(f"{m} / caldm peak RSS at {s}^3: "
+                      f"{cell[(m, s)]['peak_rss_mb'] / cell[('caldm', s)]['peak_rss_mb']:.2f}x")
     if out_png:
         import numpy as np
 
-        series = {m: [cell[(m, s)]["peak_rss_mb"] / 1024 if cell[(m, s)]["status"] == "ok" else float("nan") for s in sizes]
+        series = {m: [cell[(m, s)]["peak_rss_mb"] / 1024 if cell[(m, s)]["status"] == "ok" else float("nan")
+                      for s in sizes]
                   for m in models}
         img = line_plot(series, title=f"peak RSS (GB) of one inference, {int(steps)} DDIM steps; gap = did not fit in "
                         f"{memory_limit_gb:g} GB", x_labels=[f"{s}^3" for s in sizes], x_title="volume size")

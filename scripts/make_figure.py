@@ -1,9 +1,14 @@
 """Side-by-side preview figures of synthetic beside real / phantom data.
 
-    python scripts/make_figure.py oct --left "out/*.nii.gz" --right "data/phantoms/images/oct_00[0-2]*.nii.gz" --out docs/figures/synthetic_preview.png
-    python scripts/make_figure.py rows --files "out/a/x.nii.gz;out/b/x.nii.gz" --labels "model A;model B" --out docs/figures/table1_samples.png
-    python scripts/make_figure.py enface --sets "out/table1/cascade/nhae_diff3d;out/table1v2/cascade/nhae_diff3d" --labels "0.4.0;0.5.0" --out docs/figures/enface_pit.png
-    python scripts/make_figure.py fundus --panels "out/dcgan/dcgan_0*.png;out/vae/vae_0*.png;data/fundus/images/fundus_0*.png" --out docs/figures/fundus_samples.png
+    python scripts/make_figure.py oct --left "out/*.nii.gz" --right "data/phantoms/images/oct_00[0-2]*.nii.gz" \
+--out docs/figures/synthetic_preview.png
+    python scripts/make_figure.py rows --files "out/a/x.nii.gz;out/b/x.nii.gz" --labels "model A;model B" \
+--out docs/figures/table1_samples.png
+    python scripts/make_figure.py enface --sets "out/table1/cascade/nhae_diff3d;out/table1v2/cascade/nhae_diff3d" \
+--labels "0.4.0;0.5.0" --out docs/figures/enface_pit.png
+    python scripts/make_figure.py fundus \
+--panels "out/dcgan/dcgan_0*.png;out/vae/vae_0*.png;data/fundus/images/fundus_0*.png" \
+--out docs/figures/fundus_samples.png
 """
 
 import glob
@@ -77,7 +82,8 @@ def enface(sets, labels, out, num=20, per_row=10, depth="30,90"):
             en = load_nifti(f)[0][:, d0:d1, :].astype(np.float64).mean(1)
             tiles.append(np.pad((255 * (en - en.min()) / (np.ptp(en) + 1e-6)).astype(np.uint8), 2))
         tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % int(per_row))
-        grid = np.concatenate([np.concatenate(tiles[i : i + int(per_row)], 1) for i in range(0, len(tiles), int(per_row))])
+        grid = np.concatenate([np.concatenate(tiles[i : i + int(per_row)], 1)
+                               for i in range(0, len(tiles), int(per_row))])
         parts += [_label_band(lab, grid.shape[1]), grid]
     save_png(preview_grid(parts, gap=0), out)
     print(out)

@@ -1,7 +1,9 @@
 """Prepare data for the bundle.
 
     python scripts/prepare_data.py phantoms --out data/phantoms --num 24 --size 128,128,128 --seed 0
-    python scripts/prepare_data.py octa500 --src OCTA_6mm/OCT --out data/octa500 --size 128,128,128 [--categories table.csv]
+    python scripts/prepare_data.py octa500 --src OCTA_6mm/OCT --out data/octa500 --size 128,128,128 \
+[--categories table.csv]
+    python scripts/prepare_data.py volumes --src MY_SCANS --out data/mine --size 128,128,128 [--axes DHW]
     python scripts/prepare_data.py preview --image data/phantoms/images/oct_0000.nii.gz --out preview.png
     python scripts/prepare_data.py fundus --out data/fundus --num 1200 --size 128 --seed 0
     python scripts/prepare_data.py aptos --src APTOS/train_images --csv APTOS/train.csv --out data/aptos --size 128
@@ -14,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fire  # noqa: E402
 
-from bundle.data.prepare import prepare_octa500, prepare_phantoms, write_preview  # noqa: E402
+from bundle.data.prepare import prepare_octa500, prepare_phantoms, prepare_volumes, write_preview  # noqa: E402
 from bundle.data.prepare_fundus import prepare_aptos, prepare_fundus  # noqa: E402
 
 
@@ -27,6 +29,13 @@ def phantoms(out, num=24, size="128,128,128", seed=0, test_fraction=0.33, pathol
 def octa500(src, out, size="128,128,128", categories=None, test_fraction=1 / 3, seed=0, fov_mm=(6.0, 2.0, 6.0)):
     """Convert OCTA-500 B-scan folders in SRC to NIfTI volumes and datalist.json in OUT."""
     dl = prepare_octa500(src, out, size, categories, test_fraction, seed, fov_mm)
+    print(f"wrote {len(dl['training'])} training + {len(dl['test'])} test volumes to {out}/datalist.json")
+
+
+def volumes(src, out, size="128,128,128", axes="DHW", test_fraction=1 / 3, seed=0):
+    """Convert your own OCT volumes in SRC (NIfTI, NRRD, MHA, DICOM series folders; MONAI LoadImage) \
+to NIfTI + datalist.json."""
+    dl = prepare_volumes(src, out, size, axes, test_fraction, seed)
     print(f"wrote {len(dl['training'])} training + {len(dl['test'])} test volumes to {out}/datalist.json")
 
 
@@ -49,7 +58,8 @@ def aptos(src, csv, out, size=128, test_fraction=0.2, seed=0):
 
 def main():
     try:
-        fire.Fire({"phantoms": phantoms, "octa500": octa500, "preview": preview, "fundus": fundus, "aptos": aptos})
+        fire.Fire({"phantoms": phantoms, "octa500": octa500, "volumes": volumes, "preview": preview, "fundus": fundus,
+                   "aptos": aptos})
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

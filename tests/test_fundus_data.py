@@ -1,13 +1,15 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import messages
 
 from bundle.data import load_checked_datalist
 from bundle.data.prepare_fundus import FUNDUS_MASKS, fundus_square, prepare_aptos, prepare_fundus
-from bundle.transforms import LoadFundusd
 
 
 def test_prepare_fundus_writes_everything_deterministically_and_resumes(tmp_path):
@@ -33,10 +35,11 @@ def test_prepare_fundus_writes_everything_deterministically_and_resumes(tmp_path
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(num=0), "num"), (dict(size=40), "multiple of 16"), (dict(size="big"), "integer"), (dict(test_fraction=1.5), "test_fraction"),
+    ({"num": 0}, "num"), ({"size": 40}, "multiple of 16"), ({"size": "big"}, "integer"),
+    ({"test_fraction": 1.5}, "test_fraction"),
 ])
 def test_prepare_fundus_bad_arguments_write_nothing(tmp_path, kwargs, match):
-    args = dict(num=2, size=64, seed=0, test_fraction=0.5) | kwargs
+    args = {"num": 2, "size": 64, "seed": 0, "test_fraction": 0.5} | kwargs
     with pytest.raises(ValueError, match=match):
         prepare_fundus(tmp_path / "x", **args)
     assert not (tmp_path / "x").exists()
@@ -95,19 +98,43 @@ def test_fundus_square_pads_to_centre():
     assert sq.shape == (20, 20, 3) and sq[10, 10, 0] == 200 and sq[0, 10, 0] == 0
 
 
-def test_loader_converts_grayscale_and_rgba_and_rejects_non_square(tmp_path):
+def _chain(name="validate#preprocessing", size=16):
+    """A fundus chain of configs/fundus_common.json (LoadImaged + PILReader, square check, resize, scale to [-1, 1])."""
+    from monai.bundle import ConfigParser
+
+    p = ConfigParser()
+    p.read_config(str(Path(__file__).resolve().parents[1] / "configs" / "fundus_common.json"))
+    p["fundus_size"] = size
+    return p.get_parsed_content(name)
+
+
+def test_loader_converts_grayscale_rgba_and_palette_and_rejects_non_square(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
     Image.fromarray(np.full((16, 16), 50, np.uint8)).save(tmp_path / "g.png")
     rgba = np.zeros((16, 16, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 128
     Image.fromarray(rgba).save(tmp_path / "a.png")
+    Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=8).save(tmp_path / "p.png")
     Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(tmp_path / "wide.png")
-    load = LoadFundusd("image")
-    g = load({"image": str(tmp_path / "g.png")})["image"]
-    assert g.shape == (3, 16, 16) and torch.all(g == 50)
-    a = load({"image": str(tmp_path / "a.png")})["image"]
-    assert a.shape == (3, 16, 16) and abs(float(a[0, 0, 0]) - 100) <= 1 and float(a[1, 0, 0]) == 0, "composited on black"
-    with pytest.raises(ValueError, match="wide.png.*square"):
+    load = _chain()
+
+    def u8(x):  # back to 0..255
+        return torch.round((x + 1) * 127.5)
+
+    x = load({"image": str(tmp_path / "rgb.png")})["image"]
+    assert (x.shape == (3, 16, 16)
+            and torch.equal(u8(x), torch.from_numpy(rgb).permute(2, 0, 1).float())), "rows, columns, RGB"
+    g = u8(load({"image": str(tmp_path / "g.png")})["image"])
+    assert g.shape == (3, 16, 16) and torch.all(g == 50), "grayscale replicated to RGB"
+    a = u8(load({"image": str(tmp_path / "a.png")})["image"])
+    assert abs(float(a[0, 0, 0]) - 100) <= 1 and float(a[1, 0, 0]) == 0, "RGBA composited on black"
+    pal = Image.open(tmp_path / "p.png").convert("RGB")
+    assert torch.equal(u8(load({"image": str(tmp_path / "p.png")})["image"]),
+                       torch.from_numpy(np.asarray(pal)).permute(2, 0, 1).float()), "palette indices become colours"
+    with pytest.raises(RuntimeError) as info:  # MONAI's Compose names the transform, the cause names the file
         load({"image": str(tmp_path / "wide.png")})
+    assert re.search("wide.png: image is 20 x 16 pixels; fundus images must be square", messages(info.value))
 
 
 def test_checked_datalist_names_missing_files(tmp_path):
@@ -122,16 +149,9 @@ def test_checked_datalist_names_missing_files(tmp_path):
 
 
 def test_fundus_chain_resizes_mixed_sizes_to_the_configured_size(tmp_path):
-    from pathlib import Path
-
-    from monai.bundle import ConfigParser
-
     for side in (48, 96):
         Image.fromarray(np.full((side, side, 3), 255, np.uint8)).save(tmp_path / f"{side}.png")
-    p = ConfigParser()
-    p.read_config(str(Path(__file__).resolve().parents[1] / "configs" / "fundus_common.json"))
-    p["fundus_size"] = 32
-    tf = p.get_parsed_content("fundus_val_transforms")
+    tf = _chain(size=32)
     for side in (48, 96):
         x = tf({"image": str(tmp_path / f"{side}.png")})["image"]
         assert tuple(x.shape) == (3, 32, 32) and torch.allclose(x, torch.ones_like(x))

@@ -11,7 +11,8 @@ def by_grade():
 
 
 def test_deterministic_and_seeds_differ():
-    a, b, c = generate_fundus_phantom(64, seed=3), generate_fundus_phantom(64, seed=3), generate_fundus_phantom(64, seed=4)
+    a, b, c = (generate_fundus_phantom(64, seed=3), generate_fundus_phantom(64, seed=3),
+               generate_fundus_phantom(64, seed=4))
     assert np.array_equal(a.image, b.image) and a.params == b.params
     assert not np.array_equal(a.image, c.image)
 
@@ -75,14 +76,16 @@ def test_lesions_avoid_the_disc(by_grade):
 def test_priors_overlap_between_neighbouring_grades():
     # grades are learnable but not trivially separable: neighbouring grades share lesion-count ranges
     assert GRADE_PRIORS["ma"][1] < GRADE_PRIORS["ma"][2] and GRADE_PRIORS["he"][2] > 0 and GRADE_PRIORS["ex"][2] > 0
-    counts = [generate_fundus_phantom(32, seed=s, grade=g).params["lesion_counts"]["ma"] for g in (1, 2) for s in range(12)]
+    counts = [generate_fundus_phantom(32, seed=s, grade=g).params["lesion_counts"]["ma"]
+              for g in (1, 2) for s in range(12)]
     assert set(counts[:12]) & set(counts[12:])
 
 
 def test_left_eye_is_mirrored_and_bad_arguments():
     eyes = {generate_fundus_phantom(48, seed=s).params["eye"] for s in range(8)}
     assert eyes == {"OD", "OS"}
-    od = next(generate_fundus_phantom(48, seed=s) for s in range(8) if generate_fundus_phantom(48, seed=s).params["eye"] == "OD")
+    od = next(generate_fundus_phantom(48, seed=s) for s in range(8)
+              if generate_fundus_phantom(48, seed=s).params["eye"] == "OD")
     cols = np.where(od.disc.any(0))[0]
     assert cols.mean() > 24, "right eye: disc on the right (nasal) side"
     with pytest.raises(ValueError, match="size"):

@@ -47,7 +47,7 @@ def test_frechet_distance_is_zero_on_itself_and_grows_with_noise_and_blur():
     net = FundusFeatureNet(channels=(8, 16, 32)).eval()
     real, other = _images(120, 0), _images(120, 1)
     with torch.no_grad():
-        f = lambda x: net.features(x)  # noqa: E731
+        f = net.features
         fr = f(real)
         assert frechet_distance(fr, fr) == pytest.approx(0.0, abs=1e-6)
         floor = frechet_distance(fr, f(other))
@@ -74,7 +74,8 @@ def test_evaluate_fundus_sets_from_datalist_and_folder(tmp_path):
     prepare_fundus(tmp_path / "d", num=6, size=32, seed=0, test_fraction=0.5)
     (tmp_path / "fake").mkdir()
     for i in range(4):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "fake" / f"x_{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / "fake" / f"x_{i}.png")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "fake" / "x_grid.png")
     fakes = list_images(tmp_path / "fake")
     assert len(fakes) == 4, "grids are not samples"
@@ -109,11 +110,12 @@ def test_volume_slices_total_variation_and_kid():
         total_variation(torch.zeros(2, 3))
 
 
-def test_batch_norm_recalibration_matches_eval_to_train_mode():
-    from bundle.networks.features import recalibrate_batch_norm
+def test_batch_norm_recalibration_on_data_matches_eval_to_train_mode():
+    from bundle.handlers import RecalibrateBatchNormOnData
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 2, 3))
     net[1].running_mean.fill_(5.0)  # stale statistics, as after fast-moving training
     net[1].running_var.fill_(0.01)
     x = torch.randn(64, 1, 12, 12) * 3 + 1
@@ -121,7 +123,10 @@ def test_batch_norm_recalibration_matches_eval_to_train_mode():
         train_out = net.train()(x)
         stale = net.eval()(x)
     assert (stale - train_out).abs().max() > 1
-    recalibrate_batch_norm(net, [x])
-    assert not net.training and net[1].momentum == 0.1
+    far = torch.full((64, 1, 12, 12), 100.0)  # a batch past max_batches must not enter the statistics
+    RecalibrateBatchNormOnData(net, [{"image": x}, {"image": far}], max_batches=1)()
+    assert not net.training and net[1].momentum == 0.1 and int(net[1].num_batches_tracked) == 1
     with torch.no_grad():
         assert torch.allclose(net(x), train_out, atol=2e-2)
+        conv = net[0](x)
+    assert torch.allclose(net[1].running_mean, conv.mean(dim=(0, 2, 3)), atol=1e-5), "the plain mean over the data"

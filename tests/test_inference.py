@@ -1,65 +1,68 @@
-from pathlib import Path
+"""The main job (configs/inference.json) as a MONAI inference workflow: properties, outputs, seeds, stages, errors."""
+
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
 
 from bundle.networks import SpeckleModel, save_weights
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "image_size": [16, 32, 32], "ddim_steps": 2, "slice_batch": 8, "decoder_chunk": 8, "device": "$torch.device('cpu')",
-    "nhae_def#channels_2d": [8, 8, 16, 16], "nhae_def#channels_3d": [8, 8, 16], "nhae_def#sr_channels": 8,
-    "nhae_def#num_res_blocks": 1, "nhae_def#norm_num_groups": 4,
-    "diffusion3d_def#channels": [8, 16], "diffusion3d_def#attention_levels": [False, True],
-    "diffusion3d_def#num_head_channels": 8, "diffusion3d_def#norm_num_groups": 4, "diffusion3d_def#num_res_blocks": 1,
-    "refiner_def#channels": [8, 16], "refiner_def#attention_levels": [False, True], "refiner_def#num_head_channels": 8,
-    "refiner_def#norm_num_groups": 4, "refiner_def#num_res_blocks": 1,
-    "use_speckle": False,  # tests that load speckle.pt use the models fixture's (see _run)
-}
-
-
-def _parser(configs=("inference.json",), **over) -> ConfigParser:
-    p = ConfigParser()
-    p.read_config([str(ROOT / "configs" / c) for c in configs])
-    for k, v in {**TINY, **over}.items():
-        p[k] = v
-    return p
+from tiny import ROOT, TINY, messages, parser, perturb
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Random (untrained) weights of the tiny networks, saved as the bundle would save trained ones."""
+    """Random (untrained) tiny weights of the composed network, saved as models/model.pt would be."""
     d = tmp_path_factory.mktemp("models")
-    p = _parser()
     torch.manual_seed(0)
-    nhae = p.get_parsed_content("nhae_def")
-    for a in nhae.dec_m.adaptors:
+    net = parser().get_parsed_content("network_def")
+    for a in net.nhae.dec_m.adaptors:
         torch.nn.init.normal_(a.conv.weight, std=0.05)
-    nhae.scale_factor.fill_(1.5)
-    nhae.slice_scale_factor.fill_(0.7)
-    save_weights(nhae, d / "nhae.pt")
-    for name in ("diffusion3d", "refiner"):
-        net = p.get_parsed_content(f"{name}_def")
-        with torch.no_grad():  # MONAI zero-initialises the output layer; random weights must predict something
-            for w in net.parameters():
-                w.add_(0.05 * torch.randn_like(w))
-        save_weights(net, d / f"{name}.pt")
+    net.nhae.scale_factor.fill_(1.5)
+    net.nhae.slice_scale_factor.fill_(0.7)
+    perturb(net.diffusion3d)
+    perturb(net.refiner)
     from test_speckle import synthetic_pairs
 
-    save_weights(SpeckleModel().fit([synthetic_pairs(n=8)[:2]]), d / "speckle.pt")
+    net.speckle = SpeckleModel().fit([synthetic_pairs(n=8)[:2]])
+    save_weights(net, d / "model.pt")
     return d
 
 
 def _run(models, out, configs=("inference.json",), **over):
     cfg = [str(ROOT / "configs" / c) for c in configs]
-    wf = ConfigWorkflow(config_file=cfg, workflow_type=None,
+    wf = ConfigWorkflow(config_file=cfg, workflow_type="inference",
                         **{**TINY, "models_dir": str(models), "output_dir": str(out), "use_speckle": True, **over})
     wf.initialize()
     wf.run()
     return wf
+
+
+def _volume(path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_inference_properties_and_model_file():
+    for overlay in ((), ("ablation_no_refiner.json",), ("baselines/inference_ldm3d.json",),
+                    ("baselines/inference_medical_diffusion.json",)):  # paper512: no shipped weights to build it with
+        wf = ConfigWorkflow(config_file=[str(ROOT / "configs" / c) for c in ("inference.json", *overlay)],
+                            meta_file=str(ROOT / "configs" / "metadata.json"), workflow_type="inference",
+                            bundle_root=str(ROOT))
+        wf.initialize()
+        assert wf.check_properties() == [], overlay
+    # models/model.pt is network_def's state dict, loadable strictly with weights_only=True
+    p = ConfigParser()
+    p.read_config(str(ROOT / "configs" / "inference.json"))
+    net = p.get_parsed_content("network_def")
+    state = torch.load(ROOT / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert net.load_state_dict(state, strict=True).missing_keys == []
+    assert {k.split(".")[0] for k in state} == {"nhae", "diffusion3d", "refiner", "speckle"}
+    assert bool(state["speckle.fitted"]) and float(state["nhae.scale_factor"]) != 1.0
 
 
 def test_inference_writes_volume_and_preview_and_repeats_with_seed(models, tmp_path):
@@ -70,78 +73,121 @@ def test_inference_writes_volume_and_preview_and_repeats_with_seed(models, tmp_p
     img = nib.load(tmp_path / "a" / "synthetic_oct_seed5.nii.gz")
     assert img.shape == (16, 32, 32) and img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(img.header.get_zooms(), (6 / 16, 2 / 32, 6 / 32))
-    _run(models, tmp_path / "b", num_samples=1, seed=5)
-    a = np.asarray(img.dataobj)
-    b = np.asarray(nib.load(tmp_path / "b" / "synthetic_oct_seed5.nii.gz").dataobj)
-    np.testing.assert_array_equal(a, b)
-    c = np.asarray(nib.load(tmp_path / "a" / "synthetic_oct_seed6.nii.gz").dataobj)
-    assert np.abs(a.astype(int) - c).mean() > 1, "different seeds give different volumes"
+    _run(models, tmp_path / "b", num_samples=1, seed=6)  # a request alone gives the same volume as within a run
+    a6, b6 = (_volume(tmp_path / "a" / "synthetic_oct_seed6.nii.gz"),
+              _volume(tmp_path / "b" / "synthetic_oct_seed6.nii.gz"))
+    np.testing.assert_array_equal(a6, b6)
+    a5 = _volume(tmp_path / "a" / "synthetic_oct_seed5.nii.gz")
+    assert np.abs(a5.astype(int) - a6).mean() > 1, "different seeds give different volumes"
 
 
-def test_ablations_change_the_output(models):
+@pytest.mark.parametrize("ext", [".nrrd", ".mha", ".nii.gz"])
+def test_output_formats_round_trip_with_spacing(models, tmp_path, ext):
+    wf = _run(models, tmp_path / "o", num_samples=1, seed=3, output_ext=ext, decoder_mode="slice2d", use_speckle=False)
+    path = tmp_path / "o" / f"synthetic_oct_seed3{ext}"
+    img = LoadImage(image_only=True)(str(path))
+    assert tuple(img.shape) == (16, 32, 32)
+    np.testing.assert_allclose(img.pixdim[:3].numpy(), (6 / 16, 2 / 32, 6 / 32), rtol=1e-5)
+    if ext != ".nii.gz":  # same voxels as the NIfTI writer
+        _run(models, tmp_path / "n", num_samples=1, seed=3, decoder_mode="slice2d", use_speckle=False)
+        np.testing.assert_array_equal(np.asarray(img), _volume(tmp_path / "n" / "synthetic_oct_seed3.nii.gz"))
+    assert wf.parser["output_ext"] == ext
+    with pytest.raises(Exception) as info:
+        _run(models, tmp_path / "x", output_ext=".png")
+    assert "output_ext must be one of" in messages(info.value)
+
+
+def test_monai_label_style_call_takes_the_reference_shape_and_affine(models, tmp_path):
+    """MONAI Label's BundleInferTask: preprocessing on {"image": path}, then inferer(image[None], network)."""
+    affine = np.diag([0.375, 0.0625, 0.1875, 1.0])
+    affine[:3, 3] = (10.0, -4.0, 2.5)
+    ref = tmp_path / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 32, 32), np.uint8), affine), str(ref))
+    p = parser(models_dir=str(models), output_dir=str(tmp_path / "o"))
+    data = p.get_parsed_content("preprocessing")({"image": str(ref)})
+    network = p.get_parsed_content("network")
+    out = p.get_parsed_content("inferer")(data["image"][None], network)
+    assert isinstance(out, MetaTensor) and tuple(out.shape) == (1, 1, 16, 32, 32)
+    np.testing.assert_allclose(out.affine.numpy(), affine)
+    assert out.min() >= -1 and out.max() <= 1
+    # same volume as the workflow writes for the config's seed
+    seeded = p.get_parsed_content("inferer").sample(network, seed=p.get_parsed_content("seed"))
+    assert torch.equal(out[0], seeded)
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 32, 40), np.uint8), affine), str(bad))
+    with pytest.raises(Exception) as info:
+        p.get_parsed_content("preprocessing")({"image": str(bad)})
+    assert "bad.nii.gz" in messages(info.value) and "(1, 16, 32, 32)" in messages(info.value)
+
+
+def test_stage_lists_are_the_ablations(models):
+    """Composed stages: no refiner, plain Dec2D, window decoding and speckle each change the output; \
+speckle only adds texture."""
     vols = {}
-    for name, over in {"full": {}, "no_refiner": {"use_refiner": False}, "no_dec_m": {"use_dec_m": False},
-                       "window": {"decoder_mode": "window"}}.items():
-        p = _parser(models_dir=str(models), **{"use_speckle": True, **over})
-        inf = p.get_parsed_content("inferer")
-        vols[name] = inf.sample(p.get_parsed_content("nhae"), p.get_parsed_content("diffusion3d"),
-                                p.get_parsed_content("refiner"), seed=1)
+    cases = {"full": ((), {}), "no_refiner": (("ablation_no_refiner.json",), {}),
+             "no_dec_m": ((), {"decoder_mode": "slice2d"}), "window": ((), {"decoder_mode": "window"}),
+             "smooth": ((), {"use_speckle": "false"})}
+    for name, (overlay, over) in cases.items():
+        p = parser(("inference.json", *overlay), models_dir=str(models), **{"use_speckle": True, **over})
+        vols[name] = p.get_parsed_content("inferer").sample(p.get_parsed_content("network"), seed=1)
         assert vols[name].shape == (1, 16, 32, 32)
     for name in ("no_refiner", "no_dec_m", "window"):
         assert (vols[name] - vols["full"]).abs().mean() > 1e-3, name
-    # the speckle model only adds texture: same anatomy (same mean), rougher, independent of the diffusion streams
-    p = _parser(models_dir=str(models), use_speckle=False)
-    smooth = p.get_parsed_content("inferer").sample(p.get_parsed_content("nhae"), p.get_parsed_content("diffusion3d"),
-                                                    p.get_parsed_content("refiner"), seed=1)
-    diff = vols["full"] - smooth
+    diff = vols["full"] - vols["smooth"]
     assert diff.abs().mean() > 1e-2 and abs(diff.mean().item()) < 0.02
-    assert vols["full"].diff(dim=-1).abs().mean() > smooth.diff(dim=-1).abs().mean()
-    # without the refiner the Diff_3D latent is decoded directly: same global anatomy source, other detail
-    p = _parser(models_dir=str(models), use_refiner=False)
-    assert p.get_parsed_content("refiner") is None
-    # the CLI passes "--use_refiner false" as the string "false": it must switch the refiner off too
-    p = _parser(models_dir=str(models), use_refiner="false", use_speckle="False")
-    assert p.get_parsed_content("refiner") is None and p.get_parsed_content("speckle") is None
+    assert vols["full"].diff(dim=-1).abs().mean() > vols["smooth"].diff(dim=-1).abs().mean()
+    p = parser(("inference.json", "ablation_no_refiner.json"), models_dir=str(models))
+    assert [type(s).__name__ for s in p.get_parsed_content("stages")] == [
+        "GlobalLatentSampler", "UniaxialSuperResolution", "DecodeSlices"]
+
+
+def test_label_conditions_are_concatenated(models):
+    p = parser(label_channels=2)
+    torch.manual_seed(0)
+    net = p.get_parsed_content("network_def")
+    perturb(net.diffusion3d)
+    perturb(net.refiner)
     inf = p.get_parsed_content("inferer")
-    assert inf.use_refiner is False
-    q = _parser(models_dir=str(models), use_refiner=False, use_speckle=False)
-    nhae, d3 = q.get_parsed_content("nhae"), q.get_parsed_content("diffusion3d")
-    assert torch.equal(inf.sample(nhae, d3, None, seed=1), q.get_parsed_content("inferer").sample(nhae, d3, None, seed=1))
-    with pytest.raises(Exception) as info:
-        _parser(models_dir=str(models), use_dec_m="maybe").get_parsed_content("inferer")
-    assert "use_dec_m must be true or false, got 'maybe'" in _messages(info.value)
+    cond = {"latent": torch.zeros(1, 2, 2, 4, 4), "slices": torch.zeros(16, 2, 4, 4)}
+    a = inf.sample(net, seed=0, conditions=cond)
+    b = inf.sample(net, seed=0, conditions={k: v + 1 for k, v in cond.items()})
+    assert a.shape == b.shape == (1, 16, 32, 32)
+    assert (a - b).abs().mean() > 1e-4, "the label condition changes the sample"
+    with pytest.raises(RuntimeError):
+        inf.sample(net, seed=0)  # networks built for labels need them
 
 
 @pytest.mark.parametrize("over,match", [
     ({"num_samples": 0}, "num_samples"),
     ({"num_samples": -2}, "num_samples"),
+    ({"num_samples": "many"}, "num_samples"),
     ({"image_size": [16, 30, 32]}, "image_size"),
+    ({"eta": -0.5}, "eta must be >= 0"),
+    ({"ddim_steps": 0}, "num_inference_steps"),
+    ({"decoder_mode": "cube"}, "mode must be one of"),
+    ({"noise_correlation": -1}, "noise correlation"),
+    ({"use_speckle": "maybe"}, "use_speckle must be true or false, got 'maybe'"),
 ])
 def test_bad_settings_fail_before_sampling(models, tmp_path, over, match):
     with pytest.raises(Exception) as info:
         _run(models, tmp_path / "o", **over)
-    assert match in _messages(info.value)
-    assert not list((tmp_path / "o").glob("*.nii.gz")) if (tmp_path / "o").exists() else True
+    assert match in messages(info.value)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
-def _messages(e) -> str:
-    out = []
-    while e is not None:
-        out.append(str(e))
-        e = e.__cause__ or e.__context__
-    return " | ".join(out)
-
-
-def test_missing_and_wrong_weights(models, tmp_path):
+def test_missing_corrupt_and_wrong_weights(models, tmp_path):
     with pytest.raises(Exception) as info:
-        _run(tmp_path / "empty", tmp_path / "o", use_speckle=False)
-    assert "nhae.pt not found" in _messages(info.value) and "train it first" in _messages(info.value)
+        _run(tmp_path / "empty", tmp_path / "o")
+    assert "model.pt not found" in messages(info.value) and "train it first" in messages(info.value)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception) as info:
-        _run(models, tmp_path / "o", speckle_weights=str(tmp_path / "none.pt"))
-    assert "none.pt not found" in _messages(info.value) and "fit_speckle.json" in _messages(info.value)
+        _run(corrupt, tmp_path / "o")
+    assert "cannot read weights file" in messages(info.value) and "model.pt" in messages(info.value)
     with pytest.raises(Exception) as info:
         _run(models, tmp_path / "o", **{"refiner_def#channels": [16, 16]})
-    assert "refiner.pt does not match" in _messages(info.value)
+    assert "model.pt does not match CascadedLDM" in messages(info.value) and "refiner." in messages(info.value)
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
@@ -150,49 +196,48 @@ def test_unwritable_output_dir(models, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(Exception) as info:
         _run(models, blocker / "out")
-    assert "not writable" in _messages(info.value)
+    assert "not writable" in messages(info.value)
 
 
 def test_interrupted_run_leaves_no_partial_nifti(models, tmp_path, monkeypatch):
-    import nibabel
-
     calls = {"n": 0}
-    orig = nibabel.save
+    orig = nib.save
 
     def flaky(img, path):
         calls["n"] += 1
         orig(img, path)  # the temporary file is complete ...
         if calls["n"] == 2:
             raise KeyboardInterrupt  # ... but the run dies before the rename
-    monkeypatch.setattr(nibabel, "save", flaky)
+    monkeypatch.setattr(nib, "save", flaky)
     with pytest.raises(KeyboardInterrupt):
         _run(models, tmp_path / "o", num_samples=3)
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert names == ["synthetic_oct_seed0.nii.gz", "synthetic_oct_seed0_preview.png"], names
 
 
-def test_paper512_overlay_runs_a_ddim_step_on_tiny_weights(models, tmp_path):
-    p = ConfigParser()
-    p.read_config([str(ROOT / "configs" / c) for c in ("inference.json", "inference_paper512.json")])
-    assert p["image_size"] == [512, 512, 512] and p["latent_shape"] != TINY
-    assert p.get_parsed_content("latent_shape") == [4, 64, 64, 64]
-    _run(models, tmp_path / "o", configs=("inference.json", "inference_paper512.json"), ddim_steps=1)
-    assert (tmp_path / "o" / "synthetic_oct_seed0.nii.gz").is_file()
+def test_paper512_overlay_builds_the_paper_widths_and_runs_on_tiny_weights(models, tmp_path):
+    raw = ConfigParser()
+    raw.read_config([str(ROOT / "configs" / c) for c in ("inference.json", "inference_paper512.json")])
+    assert raw["image_size"] == [512, 512, 512] and raw["nhae_def"]["channels_2d"] == [128, 256, 512, 512]
+    assert raw.get_parsed_content("latent_shape") == [4, 64, 64, 64]
+    _run(models, tmp_path / "o", configs=("inference.json", "inference_paper512.json"), ddim_steps=1,
+         models_dir=str(models))
+    assert _volume(tmp_path / "o" / "synthetic_oct_seed0.nii.gz").shape == (16, 32, 32)
 
 
-def test_label_condition_channels_are_concatenated():
-    p = _parser(label_channels=2)
-    torch.manual_seed(0)
-    nhae, d3, ref = (p.get_parsed_content(k) for k in ("nhae_def", "diffusion3d_def", "refiner_def"))
-    with torch.no_grad():  # MONAI zero-initialises the UNets' output layer: make them predict something
-        for w in list(d3.parameters()) + list(ref.parameters()):
-            w.add_(0.05 * torch.randn_like(w))
-    inf = p.get_parsed_content("inferer")
-    lab3 = torch.zeros(1, 2, 2, 4, 4)
-    labs = torch.zeros(16, 2, 4, 4)
-    a = inf.sample(nhae, d3, ref, seed=0, label_3d=lab3, label_slices=labs)
-    b = inf.sample(nhae, d3, ref, seed=0, label_3d=lab3 + 1, label_slices=labs + 1)
-    assert a.shape == b.shape == (1, 16, 32, 32)
-    assert (a - b).abs().mean() > 1e-4, "the label condition changes the sample"
-    with pytest.raises(RuntimeError):
-        inf.sample(nhae, d3, ref, seed=0)  # networks built for labels need them
+def test_runs_from_outside_the_bundle_folder(models, tmp_path):
+    """`python -m monai.bundle run inference --config_file BUNDLE/configs/inference.json --bundle_root BUNDLE` \
+from elsewhere."""
+    import json
+    import os
+
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({k: v for k, v in TINY.items()}))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference",
+           "--config_file", f"['{ROOT / 'configs' / 'inference.json'}','{tiny}']",
+           "--meta_file", str(ROOT / "configs" / "metadata.json"), "--bundle_root", str(ROOT),
+           "--models_dir", str(models), "--output_dir", str(tmp_path / "out"), "--num_samples", "1", "--seed", "4"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "wrote" in r.stdout + r.stderr and (tmp_path / "out" / "synthetic_oct_seed4.nii.gz").is_file()

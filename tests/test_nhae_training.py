@@ -12,10 +12,12 @@ from bundle.engines import NHAEIteration
 from bundle.handlers import latest_checkpoint
 from bundle.inferers import NHAEReconstructionInferer
 from bundle.networks import NonHolisticAutoencoder, load_weights, save_weights
+from tiny import TINY as CONFIG_TINY
+from tiny import messages
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(channels_2d=(8, 8, 16, 16), channels_3d=(8, 8, 16), sr_channels=8, latent_channels=4, num_res_blocks=1,
-            norm_num_groups=4)
+TINY = {"channels_2d": (8, 8, 16, 16), "channels_3d": (8, 8, 16), "sr_channels": 8, "latent_channels": 4,
+        "num_res_blocks": 1, "norm_num_groups": 4}
 
 
 def _engine(net, stage, iteration=1):
@@ -38,7 +40,8 @@ def test_one_step_per_stage_updates_only_its_modules(stage, shape, trained, froz
     before = {k: v.clone() for k, v in net.state_dict().items()}
     d_before = [p.clone() for p in disc.parameters()]
     out = it(_engine(net, stage), {"image": torch.rand(shape) * 2 - 1})
-    assert {"loss", "loss_l1", "loss_adv_g", "loss_d"} <= set(out) and all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    assert ({"loss", "loss_l1", "loss_adv_g", "loss_d"} <= set(out)
+            and all(torch.isfinite(torch.tensor(v)) for v in out.values()))
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith(trained) for k in changed), f"{trained} must be trained in stage {stage}"
@@ -77,66 +80,86 @@ def test_weights_errors(tmp_path):
 
 
 def _workflow(tmp_path, stage_file, **over):
-    cfg = [str(ROOT / "configs" / f) for f in ("inference.json", "common.json", "train_nhae_base.json", stage_file)]
-    base = {"bundle_root": str(tmp_path), "dataset_dir": str(tmp_path / "data"), "image_size": [16, 32, 32],
-            "nhae_def#channels_2d": [8, 8, 16, 16], "nhae_def#channels_3d": [8, 8, 16], "nhae_def#sr_channels": 8,
-            "nhae_def#norm_num_groups": 4, "discriminator_def#channels": 8, "discriminator_def#num_layers_d": 2,
-            "num_val_volumes": 1, "val_interval": 1, "adv_start_iteration": 1, "crop_size": 16, "crops_per_volume": 2,
-            "slices_per_crop": 12, "device": "$torch.device('cpu')"}
-    base.update(over)
-    wf = ConfigWorkflow(config_file=cfg, workflow_type=None, **base)
+    """The stage's three-file stack (inference.json, train.json, stages/<stage_file>) at tiny sizes, initialized."""
+    cfg = [str(ROOT / "configs" / f) for f in ("inference.json", "train.json", "stages/" + stage_file)]
+    wf = ConfigWorkflow(config_file=cfg, workflow_type=None)
+    base = {**CONFIG_TINY, "bundle_root": str(tmp_path), "discriminator_def#channels": 8,
+            "discriminator_def#num_layers_d": 2, "num_val_volumes": 1, "val_interval": 1, "adv_start_iteration": 1,
+            "crop_size": 16, "crops_per_volume": 2, "slices_per_crop": 12}
+    for k, v in {**base, **over}.items():
+        wf.parser[k] = v
     wf.initialize()
     return wf
 
 
 def test_three_stage_configs_train_resume_and_export(tmp_path):
-    prepare_phantoms(tmp_path / "data", num=3, size="16,32,32", seed=0, test_fraction=0.34)
-    wf = _workflow(tmp_path, "train_autoencoder2d.json", max_epochs=1)
+    prepare_phantoms(tmp_path / "data" / "phantoms", num=3, size="16,32,32", seed=0, test_fraction=0.34)
+    stages = tmp_path / "models" / "stages"
+    wf = _workflow(tmp_path, "nhae_autoencoder2d.json", max_epochs=1)
     wf.run()
     ckpt = latest_checkpoint(tmp_path / "runs" / "autoencoder2d")
     assert ckpt is not None and ckpt.name.endswith("epoch=1.pt")
     assert (tmp_path / "runs" / "autoencoder2d" / "preview_epoch0001.png").is_file()
-    assert (tmp_path / "models" / "nhae_autoencoder2d.pt").is_file()
+    assert (stages / "nhae_autoencoder2d.pt").is_file()
+    assert wf.parser.get_parsed_content("validate#evaluator").state.metrics["val_psnr"] > 0
 
     # a second run with more epochs resumes from the checkpoint instead of starting over
-    wf = _workflow(tmp_path, "train_autoencoder2d.json", max_epochs=2)
-    trainer = wf.parser.get_parsed_content("trainer")
+    wf = _workflow(tmp_path, "nhae_autoencoder2d.json", max_epochs=2)
+    trainer = wf.parser.get_parsed_content("train#trainer")
     started = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
     wf.run()
     assert started == [2]
     assert latest_checkpoint(tmp_path / "runs" / "autoencoder2d").name.endswith("epoch=2.pt")
 
-    for stage_file, out in (("train_nhae.json", "nhae_nhae.pt"), ("train_decoder_adaptors.json", "nhae.pt")):
-        wf = _workflow(tmp_path, stage_file, max_epochs=1)
-        wf.run()
-        assert (tmp_path / "models" / out).is_file()
-    net = load_weights(NonHolisticAutoencoder(**TINY), tmp_path / "models" / "nhae.pt")
-    stage2 = torch.load(tmp_path / "models" / "nhae_nhae.pt", weights_only=True)
+    wf = _workflow(tmp_path, "nhae.json", max_epochs=1)
+    stage1 = torch.load(stages / "nhae_autoencoder2d.pt", weights_only=True)
+    wf.run()
+    stage2 = torch.load(stages / "nhae_nhae.pt", weights_only=True)
+    key = "dec_m.autoencoder.decoder.blocks.0.conv.weight"
+    assert key in stage1 and torch.equal(stage1[key], stage2[key]), "stage 2 starts from stage 1 and leaves Dec2D alone"
+    assert not (tmp_path / "models" / "model.pt").exists(), "stages 1 and 2 write models/stages/ only"
+
+    _workflow(tmp_path, "nhae_adaptors.json", max_epochs=1).run()
+    model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert model and all(k.startswith("nhae.") for k in model), "stage 3 writes the nhae part of model.pt"
+    net = load_weights(NonHolisticAutoencoder(**TINY), tmp_path / "models" / "model.pt", prefix="nhae")
     assert net.scale_factor.item() == pytest.approx(stage2["scale_factor"].item()) and net.scale_factor.item() != 1.0
     assert torch.equal(net.f_sr.net[0].weight, stage2["f_sr.net.0.weight"]), "stage 3 leaves f_sr alone"
+    assert any(not torch.equal(v, stage2[k]) for k, v in net.state_dict().items() if k.startswith("dec_m.adaptors")), \
+        "stage 3 trains the adaptors"
+
+    # stage 3b: fine-tune the adaptors of model.pt's NHAE on thumbnail-path latents, back into model.pt
+    wf = _workflow(tmp_path, "nhae_adaptors.json", max_epochs=1, previous_weights=str(tmp_path / "models" / "model.pt"),
+                   previous_prefix="nhae", adaptor_latents="mixed", slices_per_crop=16,
+                   run_dir=str(tmp_path / "runs" / "adaptors_mixed"))
+    wf.parser.get_parsed_content("setup")
+    start = wf.parser.get_parsed_content("network").state_dict()
+    assert all(torch.equal(start[k], v)
+               for k, v in net.state_dict().items()), "3b starts from the nhae part of model.pt"
+    wf.run()
+    after = load_weights(NonHolisticAutoencoder(**TINY), tmp_path / "models" / "model.pt", prefix="nhae").state_dict()
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(after[k], v)}
+    assert changed and all(k.startswith("dec_m.adaptors") for k in changed)
 
 
 def test_stage2_without_stage1_weights_says_what_to_do(tmp_path):
-    prepare_phantoms(tmp_path / "data", num=2, size="16,32,32", seed=0, test_fraction=0.5)
+    prepare_phantoms(tmp_path / "data" / "phantoms", num=2, size="16,32,32", seed=0, test_fraction=0.5)
     with pytest.raises(Exception) as info:
-        _workflow(tmp_path, "train_nhae.json", max_epochs=1)
-    msgs, e = [], info.value
-    while e is not None:
-        msgs.append(str(e))
-        e = e.__cause__ or e.__context__
-    assert any("nhae_autoencoder2d.pt not found" in m and "previous training stage" in m for m in msgs), msgs
+        _workflow(tmp_path, "nhae.json", max_epochs=1).run()
+    msg = messages(info.value)
+    assert "nhae_autoencoder2d.pt not found" in msg and "previous training stage" in msg, msg
 
 
 def test_autoencoderkl3d_baseline_config_trains_and_reconstructs(tmp_path):
-    prepare_phantoms(tmp_path / "data", num=3, size="16,32,32", seed=0, test_fraction=0.34)
-    wf = _workflow(tmp_path, "baselines/train_autoencoderkl3d.json", max_epochs=1, batch_size=1,
-                   **{"autoencoderkl3d_def#channels": [8, 8, 16, 16], "autoencoderkl3d_def#norm_num_groups": 4})
+    prepare_phantoms(tmp_path / "data" / "phantoms", num=3, size="16,32,32", seed=0, test_fraction=0.34)
+    wf = _workflow(tmp_path, "baselines/autoencoderkl3d.json", max_epochs=1, batch_size=1)
     net = wf.parser.get_parsed_content("network")
     before = {k: v.clone() for k, v in net.state_dict().items()}
     wf.run()
     out = tmp_path / "models" / "baselines" / "autoencoderkl3d.pt"
     assert out.is_file() and latest_checkpoint(tmp_path / "runs" / "autoencoderkl3d") is not None
+    assert not (tmp_path / "models" / "model.pt").exists()
     state = torch.load(out, weights_only=True)
     assert any(not torch.equal(before[k], state[k]) for k in before), "training changed the 3D autoencoder"
     rec = NHAEReconstructionInferer("autoencoderkl3d")(torch.zeros(1, 1, 16, 32, 32), net.eval())
@@ -154,7 +177,7 @@ def test_adaptors_can_train_on_thumbnail_path_latents():
     x = torch.rand(1, 1, 16, 32, 32) * 2 - 1
     with torch.no_grad():
         expected = net.dec_m(net.f_sr(net.encode_volume(x)[0]), pad_front=False, pad_back=False)
-    fake, real, _ = it.losses(net, x)
+    fake, _, _ = it.losses(net, x)
     assert torch.allclose(fake, expected.transpose(1, 2).reshape(-1, 1, 32, 32), atol=1e-6), "decodes f_sr(E_3D(x))"
     before = {k: v.clone() for k, v in net.state_dict().items()}
     it(_engine(net, "adaptors"), {"image": x})

@@ -32,7 +32,8 @@ def test_layer_profile_targets_follow_the_layer_map():
     s, lab = volume_slices(torch.zeros(d, h, w), 2, np.random.default_rng(0), layers)
     ilm_prof, onl_prof, bm_prof = lab[0, 2:].reshape(3, PROFILE_BINS)
     assert torch.allclose(ilm_prof, torch.tensor([0.2] * 4 + [0.4] * 4))  # rows 2 and 4 of 0..10
-    assert torch.allclose(onl_prof, torch.full((PROFILE_BINS,), 0.6)) and torch.allclose(bm_prof, torch.full((PROFILE_BINS,), 0.9))
+    assert (torch.allclose(onl_prof, torch.full((PROFILE_BINS,), 0.6))
+            and torch.allclose(bm_prof, torch.full((PROFILE_BINS,), 0.9)))
     # inter-slice planes are (D, H): depth runs along the second axis; their ILM is constant along D
     assert torch.allclose(lab[2, 2:2 + PROFILE_BINS], lab[2, 2].expand(PROFILE_BINS))
     assert torch.allclose(layer_profile(layers[:, :, 0], 1)[:PROFILE_BINS], torch.full((PROFILE_BINS,), 0.2))
@@ -55,14 +56,20 @@ def phantoms(tmp_path_factory):
 
 
 def test_oct_feature_config_trains_and_evaluation_runs(phantoms):
-    cfg = [str(ROOT / "configs" / f) for f in ("common.json", "train_oct_features.json")]
-    wf = ConfigWorkflow(config_file=cfg, workflow_type=None, bundle_root=str(phantoms), image_size=[16, 32, 32], max_epochs=1,
-                        batch_size=4, slices_per_volume=4, device="$torch.device('cpu')",
+    cfg = [str(ROOT / "configs" / f) for f in ("inference.json", "train.json", "stages/oct_features.json")]
+    wf = ConfigWorkflow(config_file=cfg, workflow_type=None, bundle_root=str(phantoms), image_size=[16, 32, 32],
+                        max_epochs=1, batch_size=4, slices_per_volume=4, device="$torch.device('cpu')",
                         **{"oct_feature_net_def#channels": [8, 16]})
     wf.initialize()
     wf.run()
-    weights = phantoms / "models" / "oct_features.pt"
-    assert weights.is_file()
+    weights = phantoms / "models" / "evaluation" / "oct_features.pt"
+    assert weights.is_file() and not (phantoms / "models" / "model.pt").exists()
+    assert list((phantoms / "runs" / "oct_features").glob("oct_features_checkpoint_epoch=1.pt"))
+    assert 0 <= wf.parser.get_parsed_content("validate#evaluator").state.metrics["val_category_accuracy"] <= 1
+    exported = torch.load(weights, weights_only=True)
+    trained = wf.parser.get_parsed_content("network").state_dict()
+    assert all(torch.equal(trained[k], v)
+               for k, v in exported.items()), "the trained network (batch norm recalibrated) is exported"
     with pytest.raises(ValueError, match="does not match"):
         oct_feature_extractor("domain", str(weights))  # default widths differ from the tiny test net
     net = DomainFeatureNet(1, (8, 16), 4, NUM_BINARY)
@@ -95,13 +102,14 @@ def test_evaluate_config_writes_json_and_table_with_the_shipped_features(phantom
         shutil.copy(f, fake / Path(f).name)
     wf = ConfigWorkflow(config_file=str(ROOT / "configs" / "evaluate.json"), workflow_type=None,
                         real=str(phantoms / "data" / "phantoms" / "datalist.json"), fake=str(fake), per_volume=8,
-                        feature_weights=str(ROOT / "models" / "oct_features.pt"))
+                        feature_weights=str(ROOT / "models" / "evaluation" / "oct_features.pt"))
     wf.initialize()
     wf.run()
     res = json.loads((fake / "evaluation.json").read_text())
     dl = phantoms / "data" / "phantoms" / "datalist.json"
     assert len(res) == 1 and res[0]["n_fake"] == len(list_volumes(dl, "training")) and res[0]["features"] == "domain"
     assert res[0]["n_real"] == len(list_volumes(dl, "test"))
-    assert res[0]["intra_fd"] >= 0 and res[0]["inter_swd"] >= 0 and res[0]["feature_weights"].endswith("oct_features.pt")
+    assert (res[0]["intra_fd"] >= 0 and res[0]["inter_swd"] >= 0
+            and res[0]["feature_weights"].endswith("oct_features.pt"))
     table = (fake / "evaluation.md").read_text()
     assert "Intra-FD" in table and str(fake) in table

@@ -18,7 +18,8 @@ SIZE = "16,32,16"
 
 
 def _digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _leftovers(folder: Path) -> list:
@@ -196,18 +197,61 @@ def test_preview_bad_inputs(tmp_path):
 
 
 def test_cli_reports_bad_input_clearly(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "phantoms", "--out", str(tmp_path / "o"),
-                        "--num", "1", "--size", "60,64,64"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "phantoms",
+                        "--out", str(tmp_path / "o"), "--num", "1", "--size", "60,64,64"],
+                       capture_output=True, text=True)
     assert r.returncode == 2
     assert "error: size (60, 64, 64)" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_phantoms_and_preview(tmp_path):
     script = str(ROOT / "scripts" / "prepare_data.py")
-    r = subprocess.run([sys.executable, script, "phantoms", "--out", str(tmp_path / "o"), "--num", "2", "--size", "16,16,16"],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, script, "phantoms", "--out", str(tmp_path / "o"), "--num", "2",
+                        "--size", "16,16,16"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, script, "preview", "--image", str(tmp_path / "o/images/oct_0000.nii.gz"),
                         "--out", str(tmp_path / "p.png")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "p.png").is_file()
+
+
+def test_own_volumes_in_nifti_nrrd_and_mha_are_converted_with_their_field_of_view(tmp_path):
+    """scripts/prepare_data.py volumes: MONAI LoadImage (nibabel / ITK) reads each format; the FOV and axes are kept."""
+    from monai.data import ITKWriter
+    from monai.data import load_decathlon_datalist
+
+    from bundle.data.prepare import prepare_volumes, read_volume
+    from bundle.io import load_nifti, save_nifti
+
+    src = tmp_path / "src"
+    src.mkdir()
+    vol = np.zeros((16, 24, 32), np.float32)
+    vol[:, 8:12] = 1000.0  # a bright layer at depth 8..11 in every B-scan: a 12-bit scanner's range
+    save_nifti(vol.astype(np.int16), src / "a.nii.gz", (0.5, 0.1, 0.25))
+    for ext in (".nrrd", ".mha"):
+        w = ITKWriter(output_dtype=np.int16)
+        w.set_data_array(vol.astype(np.int16), channel_dim=None)
+        w.set_metadata({"affine": np.diag([0.5, 0.1, 0.25, 1.0]), "original_affine": np.diag([0.5, 0.1, 0.25, 1.0])},
+                       resample=False)
+        w.write(str(src / f"b{ext[1:]}{ext}"))
+    for f in sorted(src.iterdir()):
+        arr, spacing = read_volume(f)
+        assert arr.shape == (16, 24, 32) and spacing == pytest.approx((0.5, 0.1, 0.25)), f.name
+    arr, spacing = read_volume(src / "a.nii.gz", axes="WHD")
+    assert arr.shape == (32, 24, 16) and spacing == pytest.approx((0.25, 0.1, 0.5))
+    prepare_volumes(src, tmp_path / "out", size="8,16,16", test_fraction=0.34, seed=0)
+    items = load_decathlon_datalist(str(tmp_path / "out" / "datalist.json"), True, "training") + \
+        load_decathlon_datalist(str(tmp_path / "out" / "datalist.json"), True, "test")
+    assert len(items) == 3
+    for it in items:
+        out, sp = load_nifti(it["image"])
+        assert out.shape == (8, 16, 16) and out.dtype == np.uint8
+        assert sp == pytest.approx((16 * 0.5 / 8, 24 * 0.1 / 16, 32 * 0.25 / 16))  # field of view kept
+        profile = out.mean(axis=(0, 2))
+        assert profile[6:8].min() > 250 and profile[:5].max() < 5  # the layer at depth 8..11 of 24 is at 5.3..8 of 16
+    with pytest.raises(ValueError, match="axes must be a permutation"):
+        read_volume(src / "a.nii.gz", axes="DHX")
+    (src / "broken.nrrd").write_text("not a volume")
+    with pytest.raises(ValueError, match="broken.nrrd"):
+        prepare_volumes(src, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()

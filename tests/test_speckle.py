@@ -49,7 +49,8 @@ def test_sampling_is_seeded_independent_per_bscan_and_level_dependent(tmp_path):
     assert torch.equal(a, b) and not torch.equal(a, c)
     inplace = vol.clone()
     same = m(inplace, torch.Generator().manual_seed(3), chunk=5, inplace=True)
-    assert same is inplace and torch.equal(same, a) and torch.equal(vol, d[None, :32]), "the copy leaves its input alone"
+    assert (same is inplace and torch.equal(same, a)
+            and torch.equal(vol, d[None, :32])), "the copy leaves its input alone"
     assert a.shape == vol.shape and a.min() >= -1 and a.max() <= 1
     r = (a - vol)[0]
     # B-scans are independent, pixels inside a B-scan are correlated like the fitted field
@@ -82,7 +83,7 @@ def test_add_speckle_script(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     d, x, _ = synthetic_pairs(n=8)
-    save_weights(SpeckleModel().fit([(d, x)]), tmp_path / "speckle.pt")
+    save_weights(SpeckleModel().fit([(d, x)]), tmp_path / "speckle.pt", prefix="speckle")  # as in models/model.pt
     smooth = np.full((4, 64, 64), 128, np.uint8)
     save_nifti(smooth, tmp_path / "in" / "v_seed1.nii.gz", (1.0, 2.0, 3.0))
     cmd = [sys.executable, str(root / "scripts" / "add_speckle.py"), "--input", str(tmp_path / "in"), "--output",

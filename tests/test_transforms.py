@@ -22,7 +22,7 @@ def case(tmp_path_factory):
 
 def _parser(**overrides) -> ConfigParser:
     p = ConfigParser()
-    p.read_config(str(ROOT / "configs" / "common.json"))
+    p.read_config(str(ROOT / "configs" / "train.json"))  # the OCT data pipeline of every training stage
     for k, v in overrides.items():
         p[k] = v
     return p

@@ -3,7 +3,11 @@
 from .oct_phantom import CATEGORIES, LAYER_NAMES, SURFACE_NAMES, OCTPhantom, generate_oct_phantom
 
 __all__ = ["CATEGORIES", "LAYER_NAMES", "SURFACE_NAMES", "OCTPhantom", "generate_oct_phantom"]
-from .datalist import load_checked_datalist  # noqa: E402
+from .datalist import datalist_split, load_checked_datalist, require_items  # noqa: E402
 from .fundus_phantom import GRADES, LESIONS, FundusPhantom, generate_fundus_phantom  # noqa: E402
 
-__all__ += ["GRADES", "LESIONS", "FundusPhantom", "generate_fundus_phantom", "load_checked_datalist"]
+__all__ += ["GRADES", "LESIONS", "FundusPhantom", "generate_fundus_phantom", "load_checked_datalist",
+            "datalist_split", "require_items"]
+from .requests import synthesis_requests  # noqa: E402
+
+__all__ += ["synthesis_requests"]

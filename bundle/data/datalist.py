@@ -43,7 +43,8 @@ def write_datalist(entries: Sequence[dict], split: Sequence[str], path: str | os
     return datalist
 
 
-def load_checked_datalist(path: str | os.PathLike, split: str = "training", keys: Sequence[str] = ("image",)) -> list[dict]:
+def load_checked_datalist(path: str | os.PathLike, split: str = "training",
+                          keys: Sequence[str] = ("image",)) -> list[dict]:
     """``monai.data.load_decathlon_datalist`` that fails early and clearly: a missing datalist, an
     empty split or an entry whose ``keys`` point at missing files raise ValueError naming them."""
     from monai.data import load_decathlon_datalist
@@ -60,3 +61,20 @@ def load_checked_datalist(path: str | os.PathLike, split: str = "training", keys
     if missing:
         raise ValueError(f"datalist {path} ('{split}') points at {len(missing)} missing file(s), e.g. {missing[:3]}")
     return items
+
+
+def datalist_split(path: str | os.PathLike, split: str = "training") -> list[dict]:
+    """The ``split`` list of a datalist, checked like ``load_checked_datalist``, or [] when the file does not
+    exist: a config that also runs with its data passed in (MONAI Label sets ``train#dataset#data``) still
+    resolves without the default datalist; ``require_items`` then names what is missing."""
+    return load_checked_datalist(path, split) if os.path.isfile(path) else []
+
+
+def require_items(dataset, datalist: str | os.PathLike, what: str = "train#dataset") -> int:
+    """Raise a clear ValueError before training when ``dataset`` is empty; returns its length."""
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"{what} is empty: the default datalist {datalist} does not exist or lists nothing; "
+                         "prepare data (python scripts/prepare_data.py phantoms --out data/phantoms ...) "
+                         f"or pass --dataset_dir / --{what}#data")
+    return n

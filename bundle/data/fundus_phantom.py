@@ -82,8 +82,12 @@ class _Canvas:
         self.y, self.x = c[:, None], c[None, :]
 
     def window(self, cy: float, cx: float, reach: float) -> tuple[slice, slice]:
-        lo = lambda v: int(np.clip(np.floor((v - reach + FIELD_MM / 2) / self.spacing), 0, self.n))  # noqa: E731
-        hi = lambda v: int(np.clip(np.ceil((v + reach + FIELD_MM / 2) / self.spacing) + 1, 0, self.n))  # noqa: E731
+        def lo(v: float) -> int:
+            return int(np.clip(np.floor((v - reach + FIELD_MM / 2) / self.spacing), 0, self.n))
+
+        def hi(v: float) -> int:
+            return int(np.clip(np.ceil((v + reach + FIELD_MM / 2) / self.spacing) + 1, 0, self.n))
+
         return slice(lo(cy), hi(cy)), slice(lo(cx), hi(cx))
 
     def ellipse(self, target: np.ndarray, cy: float, cx: float, ry: float, rx: float, angle: float = 0.0,
@@ -138,7 +142,8 @@ def _lesion_counts(rng: np.random.Generator, grade: int) -> dict:
     return n
 
 
-def _place(rng: np.random.Generator, fovea: np.ndarray, disc: np.ndarray, disc_r: float, r_min: float, r_max: float) -> np.ndarray:
+def _place(rng: np.random.Generator, fovea: np.ndarray, disc: np.ndarray, disc_r: float, r_min: float,
+           r_max: float) -> np.ndarray:
     """A random point at a distance in [r_min, r_max] from the fovea, inside the FOV, off the disc."""
     for _ in range(100):
         ang, rad = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(r_min**2, r_max**2))
@@ -168,7 +173,8 @@ def _draw_lesions(cv: _Canvas, rng: np.random.Generator, counts: dict, fovea: np
             ry = rng.uniform(0.07, 0.28)
             rx = ry * rng.uniform(1.0, 1.6)
         cv.ellipse(alpha["he"], *p, ry, rx, ang, soft=0.35, strength=rng.uniform(0.7, 0.95))
-        record.append({"type": "he", "kind": kind, "centre_mm": p.round(3).tolist(), "radii_mm": [round(ry, 3), round(rx, 3)]})
+        record.append({"type": "he", "kind": kind, "centre_mm": p.round(3).tolist(),
+                       "radii_mm": [round(ry, 3), round(rx, 3)]})
     for _ in range(counts["ex"]):
         c = _place(rng, fovea, disc, disc_r, 0.6, 3.8)
         ring = rng.random() < 0.3
@@ -184,7 +190,8 @@ def _draw_lesions(cv: _Canvas, rng: np.random.Generator, counts: dict, fovea: np
                 continue
             r = rng.uniform(0.03, 0.11)
             cv.ellipse(alpha["ex"], *q, r, r * rng.uniform(1.0, 1.5), rng.uniform(0, np.pi), soft=0.15)
-        record.append({"type": "ex", "kind": "ring" if ring else "cluster", "centre_mm": c.round(3).tolist(), "members": m})
+        record.append({"type": "ex", "kind": "ring" if ring else "cluster", "centre_mm": c.round(3).tolist(),
+                       "members": m})
     for _ in range(counts["se"]):
         p = _place(rng, fovea, disc, disc_r, 1.2, 3.8)
         r = rng.uniform(0.18, 0.42)
@@ -239,7 +246,8 @@ def _downsample(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(n, f, n, f, *a.shape[2:]).mean(axis=(1, 3))
 
 
-def generate_fundus_phantom(size: int = 128, seed: int = 0, grade: int | None = None, supersample: int | None = None) -> FundusPhantom:
+def generate_fundus_phantom(size: int = 128, seed: int = 0, grade: int | None = None,
+                            supersample: int | None = None) -> FundusPhantom:
     """Render one fundus phantom of ``size`` x ``size`` pixels; ``grade`` None draws it.
 
     Grades are drawn with probabilities (0.35, 0.2, 0.2, 0.125, 0.125): all grades are well
@@ -273,7 +281,8 @@ def generate_fundus_phantom(size: int = 128, seed: int = 0, grade: int | None = 
     for ch in range(3):
         img[..., ch] = base[ch] * tex ** (1.0 + 0.5 * (ch == 0))
     d_f = np.hypot(yy - fovea[0], xx - fovea[1])
-    macula = 1.0 - rng.uniform(0.18, 0.3) * np.exp(-(d_f**2) / (2 * 1.3**2)) - rng.uniform(0.12, 0.22) * np.exp(-(d_f**2) / (2 * 0.3**2))
+    macula = (1.0 - rng.uniform(0.18, 0.3) * np.exp(-(d_f**2) / (2 * 1.3**2))
+              - rng.uniform(0.12, 0.22) * np.exp(-(d_f**2) / (2 * 0.3**2)))
     img *= macula[..., None].astype(np.float32)
 
     disc_a = np.zeros((cv.n, cv.n), np.float32)
@@ -293,7 +302,8 @@ def generate_fundus_phantom(size: int = 128, seed: int = 0, grade: int | None = 
     a_vein = np.where(ves.vein, np.sqrt(ves.chord) * thin, 0.0).astype(np.float32)
     _blend(img, 0.9 * a_art, (0.80, 0.36, 0.34), "multiply")
     _blend(img, 0.9 * a_vein, (0.52, 0.22, 0.26), "multiply")
-    reflex = np.where(ves.artery & (ves.radius > 0.03), np.clip((ves.chord - 0.85) / 0.15, 0, 1), 0.0).astype(np.float32)
+    reflex = np.where(ves.artery & (ves.radius > 0.03), np.clip((ves.chord - 0.85) / 0.15, 0, 1),
+                      0.0).astype(np.float32)
     _blend(img, 0.25 * reflex, (0.95, 0.75, 0.65))
 
     counts = _lesion_counts(rng, g)
@@ -334,9 +344,10 @@ def generate_fundus_phantom(size: int = 128, seed: int = 0, grade: int | None = 
     img, fov, vessels, disc_m = out[:4]
     lesions = dict(zip(LESIONS, out[4:]))
     params = {
-        "version": VERSION, "seed": int(seed), "size": size, "grade": g, "grade_requested": grade, "eye": eye, "supersample": ss,
-        "field_mm": FIELD_MM, "fov_radius_mm": FOV_RADIUS_MM, "fovea_mm": fovea.round(3).tolist(), "disc_mm": disc.round(3).tolist(),
-        "disc_radius_mm": round(float(disc_r), 3), "cup_ratio": round(float(cup), 3), "base_rgb": base.round(3).tolist(),
+        "version": VERSION, "seed": int(seed), "size": size, "grade": g, "grade_requested": grade, "eye": eye,
+        "supersample": ss, "field_mm": FIELD_MM, "fov_radius_mm": FOV_RADIUS_MM, "fovea_mm": fovea.round(3).tolist(),
+        "disc_mm": disc.round(3).tolist(), "disc_radius_mm": round(float(disc_r), 3), "cup_ratio": round(float(cup), 3),
+        "base_rgb": base.round(3).tolist(),
         "arcade_radius_mm": round(vp.arcade_radius, 3), "vessel_branches": len(branches),
         "lesion_counts": {k: int(v) for k, v in counts.items()}, "lesions": record,
         "vessel_fraction_of_fov": round(float((vessels > 0).sum() / max(fov.sum(), 1)), 4),

@@ -17,8 +17,8 @@ from ..io import as_bool, atomic_path
 
 
 @torch.no_grad()
-def precompute_latents(network, datalist: Sequence[dict], transform: Callable, path: str | os.PathLike, flips: bool = True,
-                       image_key: str = "image", volume_only: bool = False) -> dict:
+def precompute_latents(network, datalist: Sequence[dict], transform: Callable, path: str | os.PathLike,
+                       flips: bool = True, image_key: str = "image", volume_only: bool = False) -> dict:
     """Encode every volume of ``datalist`` (loaded with ``transform``) and save the latents to ``path``.
 
     ``volume_only`` stores ``z`` alone (Diff_3D data, about 5x faster: no Enc2D pass over every B-scan).
@@ -30,7 +30,8 @@ def precompute_latents(network, datalist: Sequence[dict], transform: Callable, p
     device = next(network.parameters()).device
     s3, s2 = network.scale_factor.item(), network.slice_scale_factor.item()
     if s3 == 1.0 and s2 == 1.0:
-        raise ValueError("the NHAE weights carry no latent scale factors; train stage 2 (train_nhae.json) first")
+        raise ValueError("the NHAE weights carry no latent scale factors; "
+                         "train NHAE stage 2 (configs/stages/nhae.json) first")
     out: dict[str, list] = {"z": []} if volume_only else {"z": [], "cond": [], "target": []}
     for xv in _training_volumes(datalist, transform, device, flips, image_key):
         mu, _ = network.encode_volume(xv)
@@ -95,7 +96,7 @@ def ensure_baseline_latents(baseline: str, autoencoder, datalist: Sequence[dict]
 
 def load_latents(path: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"latent file {path} not found; run configs/prepare_latents.json first (docs/README.md)")
+        raise FileNotFoundError(f"latent file {path} not found; run configs/stages/latents.json first (docs/README.md)")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -119,7 +120,8 @@ def latent_scale_factor(path: str | os.PathLike) -> float:
 
 
 def slice_items(path: str | os.PathLike, neighbours: int = 0) -> list[dict]:
-    """Refiner training items, one per B-scan: {"image": z_hr,i (c, h, w), "cond": f_sr(z)_{i-n..i+n} (c(2n+1), h, w)}."""
+    """Refiner training items, one per B-scan: {"image": z_hr,i (c, h, w), \
+"cond": f_sr(z)_{i-n..i+n} (c(2n+1), h, w)}."""
     lat = load_latents(path)
     cond, target = lat["cond"], lat["target"]
     items = []

@@ -28,7 +28,8 @@ from .vessels import VesselTreeGrower, VesselTreeParams, rasterize
 
 LAYER_NAMES = ("RNFL", "GCL", "IPL", "INL", "OPL", "ONL", "ELM", "EZ", "IZ", "RPE", "Choroid")
 """Layer label k (1..11) is LAYER_NAMES[k-1]; 0 is the vitreous above the ILM, 12 the sclera below."""
-SURFACE_NAMES = ("ILM", "RNFL-GCL", "GCL-IPL", "IPL-INL", "INL-OPL", "OPL-ONL", "ELM", "MZ-EZ", "EZ-IZ", "IZ-RPE", "BM", "CSI")
+SURFACE_NAMES = ("ILM", "RNFL-GCL", "GCL-IPL", "IPL-INL", "INL-OPL", "OPL-ONL",
+                 "ELM", "MZ-EZ", "EZ-IZ", "IZ-RPE", "BM", "CSI")
 """Boundary s is the top of layer s+1. ``ELM`` layer = ELM line + myoid zone; ``IZ`` = outer segments + IZ."""
 OCTA500_SURFACES = {"ILM": 0, "IPL": 3, "OPL": 5, "ISOS": 7, "RPE": 9, "BM": 10}
 """Index into the surfaces array of each of OCTA-500's six labelled layer boundaries."""
@@ -127,7 +128,8 @@ class _Geometry:
                 c = fovea + rng.normal(0, 0.7, 2)
                 self.drusen = np.maximum(
                     self.drusen,
-                    rng.uniform(0.03, 0.09) * np.exp(-((Y - c[0]) ** 2 + (X - c[1]) ** 2) / (2 * rng.uniform(0.08, 0.2) ** 2)),
+                    rng.uniform(0.03, 0.09)
+                    * np.exp(-((Y - c[0]) ** 2 + (X - c[1]) ** 2) / (2 * rng.uniform(0.08, 0.2) ** 2)),
                 )
         elif category == "srf":
             c = fovea + rng.normal(0, 0.3, 2)
@@ -138,7 +140,8 @@ class _Geometry:
             for _ in range(int(rng.integers(3, 9))):
                 c = fovea + rng.normal(0, 0.5, 2)
                 layer = 5 if rng.random() < 0.6 else 3  # ONL or INL
-                cyst = {"centre_mm": c, "radius_mm": rng.uniform(0.08, 0.3), "half_height_mm": rng.uniform(0.02, 0.07), "layer": layer}
+                cyst = {"centre_mm": c, "radius_mm": rng.uniform(0.08, 0.3), "half_height_mm": rng.uniform(0.02, 0.07),
+                        "layer": layer}
                 bump = np.clip(1 - ((Y - c[0]) ** 2 + (X - c[1]) ** 2) / cyst["radius_mm"] ** 2, 0, None)
                 th[layer] += 2.2 * cyst["half_height_mm"] * np.sqrt(bump)  # the layer swells around the cyst
                 self.cysts.append(cyst)
@@ -173,7 +176,8 @@ class _Geometry:
         elif bottom_gap < 0:
             surf += max(bottom_gap, -top_gap)
         self.surf_mm = surf
-        p.update(tilt=tilt.round(5).tolist(), curvature_per_mm=round(curv, 5), motion_std_mm=round(float(motion.std()), 5))
+        p.update(tilt=tilt.round(5).tolist(), curvature_per_mm=round(curv, 5),
+                 motion_std_mm=round(float(motion.std()), 5))
 
         # Vessels in the en-face plane; disc lies outside the cube on the nasal side.
         disc = np.array([fovea[0] + rng.uniform(0.1, 0.4), fovea[1] + nasal * rng.uniform(3.8, 4.4)])
@@ -282,7 +286,8 @@ def _render_chunk(g: _Geometry, seed: int, d0: int, d1: int, H: int, pz: float):
     shadow = np.where((z > zc + half) & (chord > 0), 1.0 - (1.0 - g.shadow_min) * strength, 1.0)
 
     # Mean intensity (linear), attenuation with depth, shadows (on amplitude), brightness fields.
-    att = np.exp(-2 * (g.mu_retina * np.clip(z - S[0], 0, None) + (g.mu_choroid - g.mu_retina) * np.clip(z - S[10], 0, None)))
+    att = np.exp(-2 * (g.mu_retina * np.clip(z - S[0], 0, None)
+                       + (g.mu_choroid - g.mu_retina) * np.clip(z - S[10], 0, None)))
     gain = (g.gain[d0:d1, None, None] * g.lateral[d0:d1, None, :]).astype(np.float32)
     intensity = np.power(10.0, db / 10.0, dtype=np.float32) * att * shadow**2 * gain
 
@@ -331,8 +336,10 @@ def generate_oct_phantom(
     for d0 in range(0, D, max(int(chunk), 1)):
         d1 = min(d0 + max(int(chunk), 1), D)
         image[d0:d1], layers[d0:d1], lesions[d0:d1] = _render_chunk(g, seed, d0, d1, H, pz)
-    params = dict(g.params, seed=seed, size=[D, H, W], fov_mm=list(fov), spacing_mm=[f / s for f, s in zip(fov, (D, H, W))],
+    params = dict(g.params, seed=seed, size=[D, H, W], fov_mm=list(fov),
+                  spacing_mm=[f / s for f, s in zip(fov, (D, H, W))],
                   layer_names=list(LAYER_NAMES), surface_names=list(SURFACE_NAMES), octa500_surfaces=OCTA500_SURFACES,
                   lesion_names={str(k): v for k, v in LESION_NAMES.items()})
     surfaces = (g.surf_mm / pz - 0.5).astype(np.float32)
-    return OCTPhantom(image, layers, surfaces, g.vessels.artery.astype(np.uint8), g.vessels.vein.astype(np.uint8), lesions, params)
+    return OCTPhantom(image, layers, surfaces, g.vessels.artery.astype(np.uint8), g.vessels.vein.astype(np.uint8),
+                      lesions, params)

@@ -59,7 +59,8 @@ def check_volume_folder(folder: str | os.PathLike) -> tuple[int, int, int]:
         if size is None:
             size = wh
         elif wh != size:
-            raise ValueError(f"B-scan {f} is {wh[1]}x{wh[0]} (HxW) but earlier B-scans of {folder} are {size[1]}x{size[0]}")
+            raise ValueError(f"B-scan {f} is {wh[1]}x{wh[0]} (HxW) but earlier B-scans of {folder} are "
+                             f"{size[1]}x{size[0]}")
     return len(files), size[1], size[0]
 
 
@@ -112,5 +113,6 @@ def read_category_table(path: str | os.PathLike) -> dict[str, str]:
     id_col = next((cols[c] for c in ("id", "volume", "name") if c in cols), None)
     cat_col = next((cols[c] for c in ("disease", "category", "label") if c in cols), None)
     if id_col is None or cat_col is None:
-        raise ValueError(f"category table {path} needs an id column (ID/volume/name) and a category column (Disease/category/label); found {list(rows[0])}")
+        raise ValueError(f"category table {path} needs an id column (ID/volume/name) and a category column "
+                         f"(Disease/category/label); found {list(rows[0])}")
     return {str(r[id_col]).strip(): str(r[cat_col]).strip() for r in rows}

@@ -158,6 +158,76 @@ def prepare_octa500(src, out, size="128,128,128", categories: str | None = None,
                           intensity_range=[0, 255], stratified=table is not None)
 
 
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm")
+
+
+def list_volume_files(src) -> list[Path]:
+    """Volume files (NIfTI, NRRD, MHA/MHD) and DICOM series folders directly under ``src``, sorted."""
+    src = Path(src)
+    if not src.is_dir():
+        raise ValueError(f"{src} is not a folder of volumes")
+    found = [p for p in sorted(src.iterdir()) if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES[:-1])]
+    found += [p for p in sorted(src.iterdir()) if p.is_dir() and any(f.suffix.lower() == ".dcm" for f in p.iterdir())]
+    if not found:
+        raise ValueError(f"{src} holds no volume files ({', '.join(VOLUME_SUFFIXES)}) or DICOM series folders")
+    return found
+
+
+def read_volume(path, axes: str = "DHW") -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A user's OCT volume as (D, H, W) float32 and its spacing (mm) along D, H, W, read with MONAI's
+    ``LoadImage`` (nibabel for NIfTI, ITK for NRRD / MHA / a DICOM series folder). ``axes`` names the
+    stored axes in the bundle's terms, e.g. "WHD" for a DICOM series of B-scans as ITK reads it."""
+    from monai.transforms import LoadImage
+
+    axes = axes.upper()
+    if sorted(axes) != ["D", "H", "W"]:
+        raise ValueError(f"axes must be a permutation of 'DHW', got {axes!r}")
+    try:
+        img = LoadImage(image_only=True)(str(path))
+    except Exception as e:  # readers raise many types for unreadable files
+        raise ValueError(f"cannot read volume {path}: {e}") from e
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 4 and 1 in (arr.shape[0], arr.shape[-1]):
+        arr = arr[0] if arr.shape[0] == 1 else arr[..., 0]
+    if arr.ndim != 3:
+        raise ValueError(f"volume {path} has shape {arr.shape}; expected a single-channel 3D volume")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"volume {path} contains non-finite values")
+    spacing = [float(s) for s in img.pixdim[:3]]
+    order = [axes.index(a) for a in "DHW"]
+    return np.transpose(arr, order), tuple(spacing[i] for i in order)
+
+
+def prepare_volumes(src, out, size="128,128,128", axes: str = "DHW", test_fraction: float = 1 / 3,
+                    seed: int = 0) -> dict:
+    """Convert a folder of the user's own OCT volumes (any format MONAI's ``LoadImage`` reads) to uint8 NIfTI of
+    ``size`` (spacing scaled so the field of view is kept; intensities min-max scaled to 0..255 unless already
+    uint8-ranged) plus a datalist. Every input is read and checked before anything is written."""
+    dims = parse_size(size)
+    split_cases([], test_fraction, seed)
+    files = list_volume_files(src)
+    for f in files:
+        read_volume(f, axes)
+    out = Path(out)
+    entries = []
+    for f in _progress(files, len(files), "volumes"):
+        name = f.name.split(".")[0]
+        entry = {"image": f"images/{name}.nii.gz"}
+        if not (out / entry["image"]).is_file():
+            vol, spacing = read_volume(f, axes)
+            lo, hi = float(vol.min()), float(vol.max())
+            if lo < 0 or hi > 255:
+                vol = (vol - lo) / max(hi - lo, 1e-12) * 255
+            fov = [s * n for s, n in zip(spacing, vol.shape)]
+            resized = resize_volume(vol, dims)
+            save_nifti(np.clip(np.round(resized), 0, 255).astype(np.uint8), out / entry["image"],
+                       [f_ / n for f_, n in zip(fov, dims)])
+        entries.append(dict(entry, source=str(f)))
+    return write_datalist(entries, split_cases(["all"] * len(files), test_fraction, seed), out / "datalist.json",
+                          description=f"OCT volumes from {src}", size=list(dims), seed=int(seed),
+                          axes="D,H,W (B-scan, depth, lateral)", intensity_range=[0, 255])
+
+
 def write_preview(image, out) -> Path:
     """PNG of the en-face mean, middle B-scan and middle inter-slice plane of a NIfTI volume."""
     image = Path(image)

@@ -68,7 +68,8 @@ def prepare_fundus(out, num: int, size=128, seed: int = 0, test_fraction: float 
     return write_datalist(
         entries, split_cases(grades, test_fraction, seed), out / "datalist.json",
         description="fundus phantoms (bundle.data.fundus_phantom)", size=[size, size], seed=int(seed),
-        label_fields=["grade"] + [f"{k}_present" for k in LESIONS], mask_values="binary masks 0/1; vessels 0/1 artery/2 vein",
+        label_fields=["grade"] + [f"{k}_present" for k in LESIONS],
+        mask_values="binary masks 0/1; vessels 0/1 artery/2 vein",
     )
 
 
@@ -109,19 +110,16 @@ def fundus_square(img: np.ndarray, threshold: int = 10) -> np.ndarray:
 
 
 def read_rgb(path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB. Grayscale is replicated to three channels and
-    RGBA / palette images are composited on black (documented conversions); unreadable files raise
+    """Read an image file as (H, W, 3) uint8 RGB (``bundle.transforms.to_rgb``); unreadable files raise
     ValueError naming the file."""
     from PIL import Image
+
+    from ..transforms.fundus import to_rgb
 
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("RGBA", "LA", "P", "PA"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
-                im = Image.alpha_composite(bg, im)
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(to_rgb(im))
     except FileNotFoundError:
         raise
     except Exception as e:

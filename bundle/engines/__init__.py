@@ -1,4 +1,5 @@
-"""Ignite iteration functions and loss callables MONAI lacks; they plug into MONAI's ``SupervisedTrainer`` / ``GanTrainer``."""
+"""Ignite iteration functions and loss callables MONAI lacks; they plug into MONAI's ``SupervisedTrainer`` / \
+``GanTrainer``."""
 
 from .nhae import NHAEIteration, STAGES
 
@@ -6,3 +7,9 @@ __all__ = ["NHAEIteration", "STAGES"]
 from .gan import DCGANLoss, VAELoss, prepare_autoencoder_batch, prepare_reals  # noqa: E402
 
 __all__ += ["DCGANLoss", "VAELoss", "prepare_autoencoder_batch", "prepare_reals"]
+from .synthesis import prepare_synthesis_batch  # noqa: E402
+
+__all__ += ["prepare_synthesis_batch"]
+from .finetune import CascadeDiffusionIteration  # noqa: E402
+
+__all__ += ["CascadeDiffusionIteration"]

@@ -9,8 +9,10 @@ does not), and both record the mean probabilities D(x) and D(G(z)) of the last s
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
+
+from ..networks.losses import kl_loss
 
 
 def prepare_reals(batchdata, device=None, non_blocking: bool = False, **kwargs) -> torch.Tensor:
@@ -20,7 +22,8 @@ def prepare_reals(batchdata, device=None, non_blocking: bool = False, **kwargs) 
     return x.to(device=device, non_blocking=non_blocking, **kwargs)
 
 
-def prepare_autoencoder_batch(batchdata, device=None, non_blocking: bool = False, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def prepare_autoencoder_batch(batchdata, device=None, non_blocking: bool = False,
+                              **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """``prepare_batch`` for ``SupervisedTrainer`` training an autoencoder: (image, image)."""
     x = prepare_reals(batchdata, device, non_blocking, **kwargs)
     return x, x
@@ -36,8 +39,8 @@ class DCGANLoss:
     decaying linearly to 0 at iteration ``anneal_iterations`` (Sønderby et al. 2016). Fundus images
     have a black surround that D separates from a fresh generator's grey output at once; without
     the noise D saturates (D(G(z)) ~ 1e-3) and a CPU-sized run of a 128 x 128 DCGAN never leaves the
-    grey start. Attach the loss to the trainer (it is in the config's handler list) so the decay
-    follows ``engine.state.iteration``, also after a resume.
+    grey start. ``iteration`` (0-based) drives the decay; ``bundle.handlers.InstanceNoiseSchedule`` in
+    the trainer's handlers keeps it at ``engine.state.iteration``, also after a resume.
     """
 
     def __init__(self, discriminator: nn.Module, instance_noise: float = 0.0, anneal_iterations: int | None = None):
@@ -47,11 +50,6 @@ class DCGANLoss:
         self.instance_noise, self.anneal_iterations = float(instance_noise), anneal_iterations
         self.iteration = 0
         self.last: dict[str, float] = {}
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.ITERATION_STARTED, lambda e: setattr(self, "iteration", e.state.iteration - 1))
 
     @property
     def noise_std(self) -> float:
@@ -87,5 +85,4 @@ class VAELoss(nn.Module):
 
     def forward(self, output, target: torch.Tensor) -> torch.Tensor:
         recon, mu, logvar = output[0], output[1], output[2]
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1).mean()
-        return F.mse_loss(recon, target) + self.kl_weight * kl
+        return F.mse_loss(recon, target) + self.kl_weight * kl_loss(mu, torch.exp(0.5 * logvar))

@@ -31,15 +31,10 @@ import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import AutoencoderKL
 
+from ..networks.losses import kl_loss
 from ..networks.nhae import NonHolisticAutoencoder
 
 STAGES = ("autoencoder2d", "nhae", "adaptors", "autoencoderkl3d")
-
-
-def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma) || N(0, 1)) summed over latent elements, averaged over the batch."""
-    kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2) + 1e-12) - 1)
-    return kl.flatten(1).sum(1).mean()
 
 
 def _slices(x: torch.Tensor) -> torch.Tensor:
@@ -66,10 +61,10 @@ class NHAEIteration:
         image_key: key of the images in the batch.
     """
 
-    def __init__(self, stage: str, discriminator: torch.nn.Module | None = None, d_optimizer=None, adv_weight: float = 0.01,
-                 adv_start_iteration: int = 0, kl_weight: float = 1e-6, latent_weight: float = 1.0, slices_per_volume: int = 8,
-                 latent_slices: int = 32, image_key: str = "image", adaptor_latents: str = "slices",
-                 thumbnail_probability: float = 0.5):
+    def __init__(self, stage: str, discriminator: torch.nn.Module | None = None, d_optimizer=None,
+                 adv_weight: float = 0.01, adv_start_iteration: int = 0, kl_weight: float = 1e-6,
+                 latent_weight: float = 1.0, slices_per_volume: int = 8, latent_slices: int = 32,
+                 image_key: str = "image", adaptor_latents: str = "slices", thumbnail_probability: float = 0.5):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         if (discriminator is None) != (d_optimizer is None):
@@ -77,13 +72,15 @@ class NHAEIteration:
         self.stage, self.disc, self.d_opt = stage, discriminator, d_optimizer
         self.adv_weight, self.adv_start = float(adv_weight), int(adv_start_iteration)
         self.kl_weight, self.latent_weight = float(kl_weight), float(latent_weight)
-        self.slices_per_volume, self.latent_slices, self.image_key = int(slices_per_volume), int(latent_slices), image_key
+        self.slices_per_volume, self.latent_slices, self.image_key = (int(slices_per_volume), int(latent_slices),
+                                                                      image_key)
         if adaptor_latents not in ("slices", "mixed"):
             raise ValueError(f"adaptor_latents must be 'slices' or 'mixed', got {adaptor_latents!r}")
         self.adaptor_latents, self.thumbnail_probability = adaptor_latents, float(thumbnail_probability)
         self.adv_loss = PatchAdversarialLoss(criterion="least_squares")
 
-    def losses(self, net: NonHolisticAutoencoder | AutoencoderKL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def losses(self, net: NonHolisticAutoencoder | AutoencoderKL,
+               x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(fake B-scans, real B-scans, weighted loss terms) for one batch."""
         if self.stage == "autoencoderkl3d":
             if x.ndim != 5:
@@ -129,7 +126,8 @@ class NHAEIteration:
         use_adv = self.disc is not None and engine.state.iteration >= self.adv_start
         if use_adv:
             self.disc.eval()  # no BatchNorm statistics update from the generator pass
-            terms["adv_g"] = self.adv_weight * self.adv_loss(self.disc(fake.contiguous())[-1], target_is_real=True, for_discriminator=False)
+            terms["adv_g"] = self.adv_weight * self.adv_loss(self.disc(fake.contiguous())[-1], target_is_real=True,
+                                                             for_discriminator=False)
         loss = sum(terms.values())
         engine.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -138,7 +136,8 @@ class NHAEIteration:
         if use_adv:
             self.disc.train()
             self.d_opt.zero_grad(set_to_none=True)
-            d_fake = self.adv_loss(self.disc(fake.detach().contiguous())[-1], target_is_real=False, for_discriminator=True)
+            d_fake = self.adv_loss(self.disc(fake.detach().contiguous())[-1], target_is_real=False,
+                                   for_discriminator=True)
             d_real = self.adv_loss(self.disc(real.contiguous())[-1], target_is_real=True, for_discriminator=True)
             d_loss = 0.5 * (d_fake + d_real)
             d_loss.backward()

@@ -31,30 +31,32 @@ def latent_scale_factors(network: NonHolisticAutoencoder, data_loader, image_key
 
 
 class ExportWeights:
-    """On trainer completion, atomically save ``network``'s state dict to ``path``."""
+    """On trainer completion, atomically save ``network``'s state dict to ``path``
+    (into the ``prefix.*`` part of a composed model's file when ``prefix`` is given; see ``save_weights``)."""
 
-    def __init__(self, path: str | os.PathLike, network: torch.nn.Module):
-        self.path, self.network = path, network
+    def __init__(self, path: str | os.PathLike, network: torch.nn.Module, prefix: str | None = None):
+        self.path, self.network, self.prefix = path, network, prefix
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine=None) -> None:
-        save_weights(self.network, self.path)
+        save_weights(self.network, self.path, self.prefix)
         if engine is not None:
-            engine.logger.info(f"saved {self.path}")
+            engine.logger.info(f"saved {self.path}" + (f" ({self.prefix}.*)" if self.prefix else ""))
 
 
 class ExportNHAE(ExportWeights):
     """On trainer completion: set ``scale_factor`` / ``slice_scale_factor`` from ``data_loader``
     (volumes, no augmentation) when ``update_scale`` is True, then atomically save the state dict."""
 
-    def __init__(self, path: str | os.PathLike, network: NonHolisticAutoencoder, data_loader=None, update_scale: bool = True,
-                 image_key: str = "image", max_batches: int = 8):
+    def __init__(self, path: str | os.PathLike, network: NonHolisticAutoencoder, data_loader=None,
+                 update_scale: bool = True, image_key: str = "image", max_batches: int = 8, prefix: str | None = None):
         if update_scale and data_loader is None:
             raise ValueError("update_scale needs a data_loader of training volumes")
-        super().__init__(path, network)
-        self.loader, self.update_scale, self.image_key, self.max_batches = data_loader, update_scale, image_key, max_batches
+        super().__init__(path, network, prefix)
+        self.loader, self.update_scale, self.image_key, self.max_batches = (data_loader, update_scale, image_key,
+                                                                            max_batches)
 
     def __call__(self, engine=None) -> None:
         if self.update_scale:

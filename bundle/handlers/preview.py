@@ -31,8 +31,8 @@ class VolumePreviewSaver:
         epoch_source: engine whose epoch number names the file (the trainer); default the engine itself.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, image_key: str = "image", pred_key: str = "pred", prefix: str = "preview",
-                 summary_writer=None, epoch_source=None):
+    def __init__(self, output_dir: str | os.PathLike, image_key: str = "image", pred_key: str = "pred",
+                 prefix: str = "preview", summary_writer=None, epoch_source=None):
         self.output_dir, self.image_key, self.pred_key, self.prefix = Path(output_dir), image_key, pred_key, prefix
         self.writer, self.epoch_source = summary_writer, epoch_source
 

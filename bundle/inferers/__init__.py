@@ -1,14 +1,14 @@
-"""Inferers MONAI lacks: sliding-slice decoding and the CA-LDM cascade."""
+"""Inferers MONAI lacks: sliding-slice decoding, the CA-LDM cascade and its sampling stages."""
 
+from .cascade import CascadedLatentDiffusionInferer
+from .ddim import CorrelatedNoise, WhiteNoise, correlated_noise, ddim_sample, ddim_step, refiner_noise
+from .reconstruction import NHAEReconstructionInferer
 from .sliding_slice import SlidingSliceDecoder
+from .stages import (DecodeSlices, DecodeVolume, DrawSpeckle, GlobalLatentSampler, SamplingContext, SliceRefiner,
+                     UniaxialSuperResolution, check_output_size, output_size)
+from .training import ConcatDiffusionInferer
 
-__all__ = ["SlidingSliceDecoder"]
-from .reconstruction import NHAEReconstructionInferer  # noqa: E402
-
-__all__ += ["NHAEReconstructionInferer"]
-from .cascade import CascadedLatentDiffusionInferer, ConcatDiffusionInferer  # noqa: E402
-
-__all__ += ["CascadedLatentDiffusionInferer", "ConcatDiffusionInferer"]
-from .baselines import LatentDiffusion3DInferer  # noqa: E402
-
-__all__ += ["LatentDiffusion3DInferer"]
+__all__ = ["CascadedLatentDiffusionInferer", "ConcatDiffusionInferer", "CorrelatedNoise", "DecodeSlices",
+           "DecodeVolume", "DrawSpeckle", "GlobalLatentSampler", "NHAEReconstructionInferer", "SamplingContext",
+           "SliceRefiner", "SlidingSliceDecoder", "UniaxialSuperResolution", "WhiteNoise", "check_output_size",
+           "correlated_noise", "ddim_sample", "ddim_step", "output_size", "refiner_noise"]

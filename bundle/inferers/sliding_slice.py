@@ -40,8 +40,9 @@ class SlidingSliceDecoder(Inferer):
         progress: show a tqdm bar over chunks.
     """
 
-    def __init__(self, mode: str = "stack", chunk_size: int = 16, window: int = 5, output_dtype: torch.dtype = torch.float32,
-                 output_device: str | torch.device = "cpu", progress: bool = False):
+    def __init__(self, mode: str = "stack", chunk_size: int = 16, window: int = 5,
+                 output_dtype: torch.dtype = torch.float32, output_device: str | torch.device = "cpu",
+                 progress: bool = False):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -62,7 +63,8 @@ class SlidingSliceDecoder(Inferer):
         if latents.ndim != 4:
             raise ValueError(f"latents must be (c, D, h, w), got shape {tuple(latents.shape)}")
         if latents.shape[0] != network.latent_channels:
-            raise ValueError(f"latents have {latents.shape[0]} channels but the decoder expects {network.latent_channels}")
+            raise ValueError(f"latents have {latents.shape[0]} channels but the decoder expects "
+                             f"{network.latent_channels}")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or infinite values")
         return latents
@@ -86,7 +88,8 @@ class SlidingSliceDecoder(Inferer):
             b = min(a + self.chunk_size, D)
             piece = self._decode_chunk(z, a, b, network)  # (1, C, b - a, H, W)
             if out is None:
-                out = torch.empty((piece.shape[1], D, *piece.shape[3:]), dtype=self.output_dtype, device=self.output_device)
+                out = torch.empty((piece.shape[1], D, *piece.shape[3:]), dtype=self.output_dtype,
+                                  device=self.output_device)
             out[:, a:b] = piece[0].to(self.output_device, self.output_dtype)
         return out
 

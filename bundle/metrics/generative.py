@@ -87,7 +87,8 @@ def swd(real: torch.Tensor, fake: torch.Tensor, min_size: int = 16, patches_per_
     """Sliced Wasserstein distance between two image sets (N, C, H, W) (any intensity range; the
     per-channel normalisation removes it). Returns ``{"levels": [x1e3 per level], "mean": x1e3}``."""
     if real.ndim != 4 or fake.ndim != 4 or real.shape[1:] != fake.shape[1:]:
-        raise ValueError(f"SWD needs two (N, C, H, W) sets of the same image shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
+        raise ValueError(f"SWD needs two (N, C, H, W) sets of the same image shape, got {tuple(real.shape)} "
+                         f"and {tuple(fake.shape)}")
     gen = torch.Generator().manual_seed(int(seed))
     n = min(len(real), len(fake))
     if n < 2:
@@ -109,7 +110,8 @@ def swd(real: torch.Tensor, fake: torch.Tensor, min_size: int = 16, patches_per_
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
     """Fréchet distance between two feature sets (N, F) (MONAI ``FIDMetric``)."""
     if features_a.ndim != 2 or features_b.ndim != 2 or features_a.shape[1] != features_b.shape[1]:
-        raise ValueError(f"feature sets must be (N, F) with the same F, got {tuple(features_a.shape)} and {tuple(features_b.shape)}")
+        raise ValueError(f"feature sets must be (N, F) with the same F, got {tuple(features_a.shape)} "
+                         f"and {tuple(features_b.shape)}")
     if min(len(features_a), len(features_b)) < 2:
         raise ValueError("the Fréchet distance needs at least 2 samples per set")
     return float(FIDMetric()(features_a.double(), features_b.double()))
@@ -119,7 +121,8 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 def batched_features(feature_net: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """``feature_net.features`` of (N, C, H, W) images in batches, on the net's device, returned on the CPU."""
     dev = next(feature_net.parameters()).device
-    return torch.cat([feature_net.features(images[i : i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)])
+    return torch.cat([feature_net.features(images[i : i + batch_size].to(dev)).cpu()
+                      for i in range(0, len(images), batch_size)])
 
 
 def mean_pairwise_distance(images: torch.Tensor, max_images: int = 256) -> float:

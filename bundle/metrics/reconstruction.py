@@ -24,7 +24,8 @@ def slice_jitter(volume: torch.Tensor | np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate_reconstruction(reconstruct: dict[str, Callable[[torch.Tensor], torch.Tensor]], volumes: Sequence[torch.Tensor]) -> dict:
+def evaluate_reconstruction(reconstruct: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+                            volumes: Sequence[torch.Tensor]) -> dict:
     """PSNR / SSIM (data range 2, images in [-1, 1]) and slice jitter per method, mean +- std over volumes.
 
     Args:

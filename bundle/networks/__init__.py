@@ -2,18 +2,22 @@
 
 from .nhae import MultiSliceDecoder, NonHolisticAutoencoder, SliceAdaptor3D, ThumbnailEncoder, UniaxialSuperResolution
 
-__all__ = ["MultiSliceDecoder", "NonHolisticAutoencoder", "SliceAdaptor3D", "ThumbnailEncoder", "UniaxialSuperResolution"]
+__all__ = ["MultiSliceDecoder", "NonHolisticAutoencoder", "SliceAdaptor3D", "ThumbnailEncoder",
+           "UniaxialSuperResolution"]
 from .io import load_weights, save_weights  # noqa: E402
 
 __all__ += ["load_weights", "save_weights"]
 from .features import ClassAndBinaryLoss, DomainFeatureNet, FundusFeatureNet, oct_feature_extractor  # noqa: E402
 from .fundus import DCGANDiscriminator, DCGANGenerator, FundusVAE  # noqa: E402
 
-__all__ += ["ClassAndBinaryLoss", "DCGANDiscriminator", "DCGANGenerator", "DomainFeatureNet", "FundusFeatureNet", "FundusVAE",
-            "oct_feature_extractor"]
+__all__ += ["ClassAndBinaryLoss", "DCGANDiscriminator", "DCGANGenerator", "DomainFeatureNet", "FundusFeatureNet",
+            "FundusVAE", "oct_feature_extractor"]
 from .baselines import ScaledDiffusionUNet  # noqa: E402
 
 __all__ += ["ScaledDiffusionUNet"]
 from .speckle import SpeckleModel, fit_speckle  # noqa: E402
 
 __all__ += ["SpeckleModel", "fit_speckle"]
+from .cascade import CascadedLDM, LatentDiffusionModel  # noqa: E402
+
+__all__ += ["CascadedLDM", "LatentDiffusionModel"]

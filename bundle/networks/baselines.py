@@ -29,5 +29,6 @@ class ScaledDiffusionUNet(nn.Module):
         self.unet = unet
         self.register_buffer("scale_factor", torch.tensor(scale))
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
+                **kwargs) -> torch.Tensor:
         return self.unet(x, timesteps=timesteps, context=context, **kwargs)

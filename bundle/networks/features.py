@@ -2,44 +2,19 @@
 
 Inception-v3 weights cannot be downloaded at run time, so the default features come from small
 CNNs trained in this bundle on its training data to predict labels the data carry
-(``configs/train_fundus_features.json``: DR grade + lesion presence; ``configs/train_oct_features.json``:
+(``configs/train_fundus_features.json``: DR grade + lesion presence; ``configs/stages/oct_features.json``:
 pathology category + plane type + slice position + layer profile). Their pooled penultimate activations are the
 "domain features"; distances computed with them are labelled as such, never as Inception FID.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
-
-
-@torch.no_grad()
-def recalibrate_batch_norm(network: nn.Module, inputs: Iterable[torch.Tensor]) -> nn.Module:
-    """Set every batch-norm layer's running statistics to the plain average over ``inputs`` (batches
-    fed in train mode), then restore the momenta and the train/eval mode.
-
-    Exponential running averages lag behind weights that change quickly (a GAN generator, a
-    classifier trained with a large learning rate), so eval-mode outputs can differ badly from
-    train-mode ones; re-estimating the statistics with the final weights removes the gap."""
-    was_training = network.training
-    bns = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    network.train()
-    try:
-        for x in inputs:
-            network(x)
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        network.train(was_training)
-    return network
+from torch import nn
 
 
 class DomainFeatureNet(nn.Module):
@@ -50,7 +25,8 @@ class DomainFeatureNet(nn.Module):
     labels in [0, 1] (presence flags or relative positions).
     """
 
-    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64, 128), num_classes: int = 5, num_binary: int = 6):
+    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64, 128), num_classes: int = 5,
+                 num_binary: int = 6):
         super().__init__()
         layers, c_in = [], in_channels
         for c in channels:
@@ -58,7 +34,8 @@ class DomainFeatureNet(nn.Module):
                        Convolution(2, c, c, strides=1, kernel_size=3, act="RELU", norm="BATCH")]
             c_in = c
         self.body = nn.Sequential(*layers)
-        self.in_channels, self.num_classes, self.num_binary, self.feature_size = in_channels, num_classes, num_binary, c_in
+        self.in_channels, self.num_classes, self.num_binary, self.feature_size = (in_channels, num_classes, num_binary,
+                                                                                  c_in)
         self.head = nn.Linear(c_in, num_classes + num_binary)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +71,8 @@ class ClassAndBinaryLoss(nn.Module):
         if target.shape[1] > 1:
             soft = target[:, 1:]
             known = (soft >= 0).float()  # negative targets are unknown (e.g. no layer map) and ignored
-            bce = F.binary_cross_entropy_with_logits(logits[:, self.num_classes :], soft.clamp(min=0), weight=known, reduction="sum")
+            bce = F.binary_cross_entropy_with_logits(logits[:, self.num_classes :], soft.clamp(min=0), weight=known,
+                                                     reduction="sum")
             loss = loss + self.binary_weight * bce / known.sum().clamp(min=1)
         return loss
 
@@ -108,7 +86,8 @@ class InceptionFeatures(nn.Module):
         try:
             from torchvision.models import inception_v3
         except ImportError as e:
-            raise ImportError("--features inception needs torchvision (pip install torchvision matching your torch)") from e
+            raise ImportError("--features inception needs torchvision "
+                              "(pip install torchvision matching your torch)") from e
         from .io import load_weights
 
         net = inception_v3(weights=None, aux_logits=True, init_weights=False)
@@ -134,9 +113,10 @@ def oct_feature_extractor(features: str, weights: str, inception_weights: str | 
         from ..data.slices import NUM_BINARY
 
         net = DomainFeatureNet(in_channels=1, channels=(16, 32, 64, 128), num_classes=4, num_binary=NUM_BINARY)
-        return load_weights(net, weights, "train it with configs/train_oct_features.json (docs/README.md)").eval()
+        return load_weights(net, weights, "train it with configs/stages/oct_features.json (docs/README.md)").eval()
     if features == "inception":
         if not inception_weights:
-            raise ValueError("--features inception needs --inception_weights FILE (a local torchvision inception_v3 state dict)")
+            raise ValueError("--features inception needs --inception_weights FILE "
+                             "(a local torchvision inception_v3 state dict)")
         return InceptionFeatures(inception_weights)
     raise ValueError(f"features must be 'domain' or 'inception', got {features!r}")

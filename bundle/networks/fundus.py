@@ -14,12 +14,13 @@ Both expose ``generate(z) -> images in [-1, 1]`` so samplers and handlers treat 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.nets import VarAutoEncoder
+from torch import nn
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -48,9 +49,11 @@ class DCGANGenerator(nn.Module):
         if latent_size < 1 or not channels:
             raise ValueError(f"need latent_size >= 1 and at least one channel entry, got {latent_size}, {channels}")
         self.latent_size, self.image_size = int(latent_size), 4 * 2 ** len(channels)
-        up = dict(spatial_dims=2, kernel_size=4, is_transposed=True, act="RELU", norm="BATCH", bias=False, output_padding=0)
+        up = {"spatial_dims": 2, "kernel_size": 4, "is_transposed": True, "act": "RELU", "norm": "BATCH", "bias": False,
+              "output_padding": 0}
         layers = [Convolution(in_channels=latent_size, out_channels=channels[0], strides=1, padding=0, **up)]
-        layers += [Convolution(in_channels=a, out_channels=b, strides=2, padding=1, **up) for a, b in zip(channels[:-1], channels[1:])]
+        layers += [Convolution(in_channels=a, out_channels=b, strides=2, padding=1, **up)
+                   for a, b in itertools.pairwise(channels)]
         layers += [Convolution(2, channels[-1], out_channels, strides=2, kernel_size=4, padding=1, output_padding=0,
                                is_transposed=True, conv_only=True), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -64,21 +67,6 @@ class DCGANGenerator(nn.Module):
         return self.net(z[:, :, None, None])
 
     generate = forward
-
-    @torch.no_grad()
-    def recalibrate(self, batches: int = 20, batch_size: int = 64, seed: int = 0) -> None:
-        """Set the batch-norm running statistics to the generator's population statistics.
-
-        During GAN training batch norm normalises with batch statistics, while the exponential
-        running averages lag behind a generator that changes every step, so eval-mode samples
-        come out washed-out grey. This re-estimates them as the plain average over ``batches``
-        batches of random latents (a fixed seed: the result is reproducible), after which
-        eval-mode sampling is per-sample deterministic and matches training-mode samples."""
-        from .features import recalibrate_batch_norm
-
-        gen = torch.Generator().manual_seed(int(seed))
-        device = next(self.parameters()).device
-        recalibrate_batch_norm(self, (torch.randn(batch_size, self.latent_size, generator=gen).to(device) for _ in range(int(batches))))
 
 
 class DCGANDiscriminator(nn.Module):
@@ -96,8 +84,8 @@ class DCGANDiscriminator(nn.Module):
         act = ("LEAKYRELU", {"negative_slope": 0.2})
         layers, c_in = [], in_channels
         for i, c in enumerate(channels):
-            layers.append(Convolution(2, c_in, c, strides=2, kernel_size=4, padding=1, act=act, norm=None if i == 0 else "BATCH",
-                                      bias=i == 0))
+            layers.append(Convolution(2, c_in, c, strides=2, kernel_size=4, padding=1, act=act,
+                                      norm=None if i == 0 else "BATCH", bias=i == 0))
             c_in = c
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(c_in, 1, kernel_size=4)
@@ -105,7 +93,8 @@ class DCGANDiscriminator(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            raise ValueError(f"discriminator expects (B, C, {self.image_size}, {self.image_size}), got {tuple(x.shape)}")
+            raise ValueError(f"discriminator expects (B, C, {self.image_size}, {self.image_size}), "
+                             f"got {tuple(x.shape)}")
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,13 +109,14 @@ class FundusVAE(VarAutoEncoder):
     """
 
     def __init__(self, image_size: int = 128, in_channels: int = 3, latent_size: int = 512,
-                 channels: Sequence[int] = (16, 32, 64, 128), strides: Sequence[int] | None = None, num_res_units: int = 0):
+                 channels: Sequence[int] = (16, 32, 64, 128), strides: Sequence[int] | None = None,
+                 num_res_units: int = 0):
         strides = tuple(strides) if strides is not None else (2,) * len(channels)
         if image_size % 2 ** sum(s == 2 for s in strides):
             raise ValueError(f"image_size {image_size} must be divisible by the total stride of {strides}")
         super().__init__(spatial_dims=2, in_shape=(in_channels, image_size, image_size), out_channels=in_channels,
-                         latent_size=latent_size, channels=tuple(channels), strides=strides, num_res_units=num_res_units,
-                         act="LEAKYRELU", norm="BATCH", use_sigmoid=False)
+                         latent_size=latent_size, channels=tuple(channels), strides=strides,
+                         num_res_units=num_res_units, act="LEAKYRELU", norm="BATCH", use_sigmoid=False)
         self.latent_size, self.image_size = int(latent_size), int(image_size)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,12 @@ import torch
 from ..io import atomic_path
 
 
-def load_weights(network: torch.nn.Module, path: str | os.PathLike, hint: str = "") -> torch.nn.Module:
-    """Load a state dict saved by this bundle into ``network`` (``weights_only=True``).
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, hint: str = "",
+                 prefix: str | None = None) -> torch.nn.Module:
+    """Load a state dict saved by this bundle into ``network`` (``weights_only=True``), strictly.
+
+    With ``prefix`` (e.g. ``"nhae"``), only the ``prefix.*`` entries of the file are loaded, with the
+    prefix stripped: one part of a composed model such as ``models/model.pt`` (``CascadedLDM``).
 
     Raises FileNotFoundError (with ``hint``, e.g. the command that makes the file) when missing and
     ValueError naming the file and the first mismatched keys / shapes when it does not fit.
@@ -25,6 +29,10 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, hint: str = 
         raise ValueError(f"cannot read weights file {path}: {e}") from e
     if not isinstance(state, dict):
         raise ValueError(f"weights file {path} does not hold a state dict")
+    if prefix:
+        state = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+        if not state:
+            raise ValueError(f"weights file {path} has no {prefix!r} part" + (f"; {hint}" if hint else ""))
     own = network.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -38,13 +46,28 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, hint: str = 
             parts.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
-        raise ValueError(f"weights file {path} does not match {type(network).__name__} as configured: " + "; ".join(parts))
+        part = f" ({prefix!r} part)" if prefix else ""
+        raise ValueError(f"weights file {path}{part} does not match {type(network).__name__} as configured: "
+                         + "; ".join(parts))
     network.load_state_dict(state)
     return network
 
 
-def save_weights(network: torch.nn.Module, path: str | os.PathLike) -> Path:
-    """Atomically write ``network.state_dict()`` to ``path``."""
+def save_weights(network: torch.nn.Module, path: str | os.PathLike, prefix: str | None = None) -> Path:
+    """Atomically write ``network.state_dict()`` to ``path``.
+
+    With ``prefix`` (e.g. ``"refiner"``), ``network`` is one part of a composed model (``CascadedLDM``):
+    its tensors replace the ``prefix.*`` entries of the state dict already in ``path`` (created if
+    missing) and every other entry is kept, so each training stage updates its part of ``models/model.pt``.
+    """
+    state = network.state_dict()
+    if prefix:
+        path = Path(path)
+        old = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+        if not isinstance(old, dict):
+            raise ValueError(f"weights file {path} does not hold a state dict; cannot update its {prefix!r} part")
+        state = {**{k: v for k, v in old.items() if not k.startswith(prefix + ".")},
+                 **{f"{prefix}.{k}": v for k, v in state.items()}}
     with atomic_path(path) as tmp:
-        torch.save(network.state_dict(), tmp)
+        torch.save(state, tmp)
     return Path(path)

@@ -44,15 +44,17 @@ class ThumbnailEncoder(nn.Module):
         if any(c % norm_num_groups for c in channels):
             raise ValueError(f"channels {tuple(channels)} must be divisible by norm_num_groups={norm_num_groups}")
         self.latent_channels = latent_channels
-        self.encoder = Encoder(spatial_dims=3, in_channels=in_channels, channels=tuple(channels), out_channels=channels[-1],
-                               num_res_blocks=(num_res_blocks,) * 3, norm_num_groups=norm_num_groups, norm_eps=norm_eps,
+        self.encoder = Encoder(spatial_dims=3, in_channels=in_channels, channels=tuple(channels),
+                               out_channels=channels[-1], num_res_blocks=(num_res_blocks,) * 3,
+                               norm_num_groups=norm_num_groups, norm_eps=norm_eps,
                                attention_levels=(False, False, False), with_nonlocal_attn=False)
         self.to_mu = nn.Conv3d(channels[-1], latent_channels, 1)
         self.to_log_var = nn.Conv3d(channels[-1], latent_channels, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 5 or any(s % 8 for s in x.shape[2:]):
-            raise ValueError(f"ThumbnailEncoder expects (B, C, D, H, W) with D, H, W multiples of 8, got {tuple(x.shape)}")
+            raise ValueError(f"ThumbnailEncoder expects (B, C, D, H, W) with D, H, W multiples of 8, "
+                             f"got {tuple(x.shape)}")
         h = self.encoder(F.avg_pool3d(x, 2))
         log_var = torch.clamp(self.to_log_var(h), -30.0, 20.0)
         return self.to_mu(h), torch.exp(log_var / 2)
@@ -71,7 +73,8 @@ class UniaxialSuperResolution(nn.Module):
         layers: list[nn.Module] = [nn.Conv3d(latent_channels, channels, 3, padding=1)]
         for _ in range(levels):
             layers += [AEKLResBlock(3, channels, norm_num_groups, norm_eps, channels) for _ in range(num_res_blocks)]
-            layers.append(nn.ConvTranspose3d(channels, channels, kernel_size=(4, 3, 3), stride=(2, 1, 1), padding=(1, 1, 1)))
+            layers.append(nn.ConvTranspose3d(channels, channels, kernel_size=(4, 3, 3), stride=(2, 1, 1),
+                                             padding=(1, 1, 1)))
         layers += [AEKLResBlock(3, channels, norm_num_groups, norm_eps, channels),
                    nn.GroupNorm(norm_num_groups, channels, eps=norm_eps), nn.SiLU(),
                    nn.Conv3d(channels, latent_channels, 3, padding=1)]
@@ -134,7 +137,8 @@ class MultiSliceDecoder(nn.Module):
         """Slices on each side that influence one output slice (one per adaptor)."""
         return len(self.adaptors)
 
-    def forward(self, z: torch.Tensor, pad_front: bool = True, pad_back: bool = True, use_adaptors: bool = True) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, pad_front: bool = True, pad_back: bool = True,
+                use_adaptors: bool = True) -> torch.Tensor:
         if z.ndim != 5:
             raise ValueError(f"MultiSliceDecoder expects latents (B, c, k, h, w), got shape {tuple(z.shape)}")
         b, c, k, h, w = z.shape
@@ -172,11 +176,13 @@ class NonHolisticAutoencoder(nn.Module):
                  sr_channels: int = 32, latent_channels: int = 4, num_res_blocks: int = 1, norm_num_groups: int = 8):
         super().__init__()
         if len(channels_2d) != 4:
-            raise ValueError(f"the slice autoencoder needs 4 levels for x8 downsampling, got channels_2d={tuple(channels_2d)}")
+            raise ValueError(f"the slice autoencoder needs 4 levels for x8 downsampling, "
+                             f"got channels_2d={tuple(channels_2d)}")
         self.latent_channels = latent_channels
         ae = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=tuple(channels_2d),
-                           latent_channels=latent_channels, num_res_blocks=num_res_blocks, norm_num_groups=norm_num_groups,
-                           attention_levels=(False,) * 4, with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+                           latent_channels=latent_channels, num_res_blocks=num_res_blocks,
+                           norm_num_groups=norm_num_groups, attention_levels=(False,) * 4,
+                           with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
         self.dec_m = MultiSliceDecoder(ae, norm_num_groups)
         self.thumbnail_encoder = ThumbnailEncoder(1, channels_3d, latent_channels, num_res_blocks, norm_num_groups)
         self.f_sr = UniaxialSuperResolution(latent_channels, sr_channels, 3, num_res_blocks, norm_num_groups)
@@ -188,7 +194,8 @@ class NonHolisticAutoencoder(nn.Module):
         return self.dec_m.autoencoder
 
     def stage_modules(self, stage: str) -> list[nn.Module]:
-        """Modules trained in a stage: autoencoder2d -> Enc2D/Dec2D; nhae -> E_3D and f_sr; adaptors -> Dec_M adaptors."""
+        """Modules trained in a stage: autoencoder2d -> Enc2D/Dec2D; nhae -> E_3D and f_sr; \
+adaptors -> Dec_M adaptors."""
         ae = self.slice_ae
         table = {
             "autoencoder2d": [ae.encoder, ae.quant_conv_mu, ae.quant_conv_log_sigma, ae.post_quant_conv, ae.decoder],

@@ -48,13 +48,15 @@ class SpeckleModel(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
 
     @torch.no_grad()
-    def fit(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], max_voxels: int = 4_000_000, seed: int = 0) -> "SpeckleModel":
+    def fit(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], max_voxels: int = 4_000_000,
+            seed: int = 0) -> "SpeckleModel":
         """Fit from (decoded, real) pairs of equal shape (..., H, W) in [-1, 1] (B-scans in the last two axes)."""
         dec, res = [], []
         gen = torch.Generator().manual_seed(seed)
         for d, x in pairs:
             if d.shape != x.shape or d.ndim < 2:
-                raise ValueError(f"decoded and real must have the same shape (..., H, W), got {tuple(d.shape)}, {tuple(x.shape)}")
+                raise ValueError(f"decoded and real must have the same shape (..., H, W), "
+                                 f"got {tuple(d.shape)}, {tuple(x.shape)}")
             d, e = d.float().reshape(-1, *d.shape[-2:]), (x.float() - d.float()).reshape(-1, *d.shape[-2:])
             dec.append(d)
             res.append(e)
@@ -150,12 +152,14 @@ class SpeckleModel(nn.Module):
         return white[:, 0]
 
     @torch.no_grad()
-    def forward(self, volume: torch.Tensor, generator: torch.Generator, chunk: int = 16, inplace: bool = False) -> torch.Tensor:
+    def forward(self, volume: torch.Tensor, generator: torch.Generator, chunk: int = 16,
+                inplace: bool = False) -> torch.Tensor:
         """``volume`` (..., D, H, W) in [-1, 1] -> the same with speckle drawn independently per B-scan (chunks of D).
 
         ``inplace`` writes into ``volume`` (contiguous) instead of a copy: no second full-size volume at 512^3."""
         if not bool(self.fitted):
-            raise RuntimeError("the speckle model is not fitted; run configs/fit_speckle.json or pass use_speckle false")
+            raise RuntimeError("the speckle model is not fitted; "
+                               "run configs/stages/speckle.json or pass use_speckle false")
         if inplace and not volume.is_contiguous():
             raise ValueError("inplace speckle needs a contiguous volume")
         out = volume if inplace else volume.clone()
@@ -172,9 +176,10 @@ class SpeckleModel(nn.Module):
 
 @torch.no_grad()
 def fit_speckle(nhae, datalist, transform, path, num_volumes: int = 8, image_key: str = "image", chunk_size: int = 16,
-                num_bins: int = 16, num_quantiles: int = 65) -> SpeckleModel:
+                num_bins: int = 16, num_quantiles: int = 65, prefix: str | None = None) -> SpeckleModel:
     """Fit a ``SpeckleModel`` on ``num_volumes`` volumes of ``datalist``: real B-scans against their
-    Enc2D -> Dec_M (``stack``) reconstruction, the decoder path the cascade's refined latents take; save it to ``path``."""
+    Enc2D -> Dec_M (``stack``) reconstruction, the decoder path the cascade's refined latents take; save it to ``path``
+    (into its ``prefix.*`` part, e.g. ``"speckle"`` of ``models/model.pt``, when ``prefix`` is given)."""
     from ..inferers.sliding_slice import SlidingSliceDecoder
     from .io import save_weights
 
@@ -192,5 +197,5 @@ def fit_speckle(nhae, datalist, transform, path, num_volumes: int = 8, image_key
             yield decoder(nhae.encode_slices(x)[0], nhae.dec_m)[0].cpu(), x[0, 0].cpu()
 
     model = SpeckleModel(num_bins, num_quantiles).fit(pairs())
-    save_weights(model, path)
+    save_weights(model, path, prefix)
     return model

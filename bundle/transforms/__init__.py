@@ -4,6 +4,9 @@ declared in ``configs/common.json`` from MONAI core transforms."""
 from .checks import CheckVolumed
 
 __all__ = ["CheckVolumed"]
-from .fundus import LoadFundusd  # noqa: E402
+from .fundus import CheckSquared, to_rgb  # noqa: E402
 
-__all__ += ["LoadFundusd"]
+__all__ += ["CheckSquared", "to_rgb"]
+from .synthesis import SaveSyntheticd, SynthesisRequestd, save_volume, to_uint8, write_volume  # noqa: E402
+
+__all__ += ["SaveSyntheticd", "SynthesisRequestd", "save_volume", "to_uint8", "write_volume"]

@@ -23,7 +23,8 @@ class CheckVolumed(MapTransform):
         multiple_of: each spatial size must be a multiple of this (1: no constraint).
     """
 
-    def __init__(self, keys: KeysCollection, channels: int | None = 1, multiple_of: int = 1, allow_missing_keys: bool = False):
+    def __init__(self, keys: KeysCollection, channels: int | None = 1, multiple_of: int = 1,
+                 allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         if multiple_of < 1:
             raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")

@@ -1,0 +1,16 @@
+"""Batch preparation of the synthesis workflow for MONAI's ``SupervisedEvaluator``."""
+
+from __future__ import annotations
+
+import torch
+
+
+def prepare_synthesis_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
+                            **kwargs) -> tuple[torch.Tensor, None, tuple, dict]:
+    """``SupervisedEvaluator`` ``prepare_batch``: the reference image as the inputs, no target, and the
+    requests' seeds as the inferer's keyword argument (``inferer(image, network, seeds=...)``).
+
+    The reference image stays on the CPU: the stages place their own tensors and the decoded volume
+    is assembled on the CPU (only the networks' working tensors go to ``device``)."""
+    seeds = batchdata.get("seed")
+    return batchdata["image"], None, (), {"seeds": None if seeds is None else torch.as_tensor(seeds).view(-1).tolist()}
