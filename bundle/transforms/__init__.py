@@ -1,5 +1,5 @@
 """OCT / fundus transforms MONAI lacks. The standard chains (load, scale, resize, flip, crop) are
-declared in ``configs/common.json`` from MONAI core transforms."""
+declared in ``configs/train.json`` from MONAI core transforms."""
 
 from .checks import CheckVolumed
 
