@@ -8,6 +8,6 @@ from .fundus_phantom import GRADES, LESIONS, FundusPhantom, generate_fundus_phan
 
 __all__ += ["GRADES", "LESIONS", "FundusPhantom", "generate_fundus_phantom", "load_checked_datalist",
             "datalist_split", "require_items"]
-from .requests import synthesis_requests  # noqa: E402
+from .requests import shard_requests, synthesis_requests  # noqa: E402
 
-__all__ += ["synthesis_requests"]
+__all__ += ["shard_requests", "synthesis_requests"]

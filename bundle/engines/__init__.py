@@ -7,9 +7,9 @@ __all__ = ["NHAEIteration", "STAGES"]
 from .gan import DCGANLoss, VAELoss, prepare_autoencoder_batch, prepare_reals  # noqa: E402
 
 __all__ += ["DCGANLoss", "VAELoss", "prepare_autoencoder_batch", "prepare_reals"]
-from .synthesis import prepare_synthesis_batch  # noqa: E402
+from .synthesis import prepare_synthesis_batch, run_requests  # noqa: E402
 
-__all__ += ["prepare_synthesis_batch"]
+__all__ += ["prepare_synthesis_batch", "run_requests"]
 from .finetune import CascadeDiffusionIteration  # noqa: E402
 
 __all__ += ["CascadeDiffusionIteration"]

@@ -14,3 +14,17 @@ def prepare_synthesis_batch(batchdata: dict, device: torch.device | str | None =
     is assembled on the CPU (only the networks' working tensors go to ``device``)."""
     seeds = batchdata.get("seed")
     return batchdata["image"], None, (), {"seeds": None if seeds is None else torch.as_tensor(seeds).view(-1).tolist()}
+
+
+def run_requests(evaluator, dataset, output_dir, rank: int | None = None) -> int:
+    """Run the synthesis evaluator over ``dataset``, or say that there is nothing left to do (every requested
+    volume is already in ``output_dir``; ignite refuses an empty loader). Returns the number of requests run."""
+    import logging
+
+    n = len(dataset)
+    if n:
+        evaluator.run()
+    else:
+        who = "" if rank is None else f"rank {rank}: "
+        logging.getLogger("synthesis").info(f"{who}all requested volumes are already in {output_dir}")
+    return n
