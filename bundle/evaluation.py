@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.transforms import ScaleIntensityRange
 
 from .data.datalist import load_checked_datalist
 from .data.prepare_fundus import read_rgb
@@ -41,7 +42,8 @@ def load_images(files: list[str], size: int) -> torch.Tensor:
         img = read_rgb(f)
         if img.shape[0] != img.shape[1]:
             raise ValueError(f"{f}: image is not square ({img.shape[1]} x {img.shape[0]})")
-        t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None] / 127.5 - 1.0
+        t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None]
+        t = _plain(ScaleIntensityRange(a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0)(t))
         if t.shape[-1] != size:
             t = F.interpolate(t, size=(size, size), mode="area" if t.shape[-1] > size else "bilinear",
                               align_corners=None)
@@ -80,7 +82,13 @@ def volume_from_array(arr, path: str, intensity_max: float = 255.0) -> torch.Ten
         raise ValueError(f"{path}: expected a 3D (D, H, W) volume, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{path}: volume contains non-finite values")
-    return torch.from_numpy(arr / intensity_max * 2.0 - 1.0).clamp(-1, 1)
+    scale = ScaleIntensityRange(a_min=0.0, a_max=float(intensity_max), b_min=-1.0, b_max=1.0, clip=True)
+    return _plain(scale(torch.from_numpy(arr)))
+
+
+def _plain(t) -> torch.Tensor:
+    """A MONAI transform's output as a plain tensor (no MetaTensor meta data)."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else torch.as_tensor(t)
 
 
 def _slice_set(volumes: list[torch.Tensor], per_volume: int, inter: bool, size: tuple[int, int],

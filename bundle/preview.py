@@ -85,7 +85,10 @@ def image_grid(images, nrow: int = 8, gap: int = 2) -> np.ndarray:
     ncol = min(nrow, n)
     rows = -(-n // ncol)
     grid = np.zeros((rows * h + gap * (rows - 1), ncol * w + gap * (ncol - 1), c), np.uint8)
-    u8 = np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    from monai.transforms import ScaleIntensityRange
+
+    scaled = np.asarray(ScaleIntensityRange(a_min=-1.0, a_max=1.0, b_min=0.0, b_max=255.0, clip=True)(x), np.float32)
+    u8 = np.round(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
     for i in range(n):
         r, q = divmod(i, ncol)
         grid[r * (h + gap) : r * (h + gap) + h, q * (w + gap) : q * (w + gap) + w] = u8[i]
