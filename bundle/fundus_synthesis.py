@@ -14,14 +14,15 @@ from .transforms.synthesis import to_uint8
 @torch.no_grad()
 def sample_fundus(generator: torch.nn.Module, num_samples: int, seed: int, output_dir: str | os.PathLike, prefix: str,
                   latent_size: int, discriminator: torch.nn.Module | None = None, min_score: float | None = None,
-                  batch_size: int = 64, max_draws: int | None = None, nrow: int = 8) -> dict:
+                  batch_size: int = 64, max_draws: int | None = None, nrow: int = 8, prior=None) -> dict:
     """Write ``num_samples`` PNGs ``{prefix}_{i:04d}.png`` and ``{prefix}_grid.png`` into ``output_dir``.
 
     Latents come from a CPU generator seeded with ``seed``, so a seed gives the same images on any
     device. With ``discriminator`` and ``min_score`` (the DCGAN paper keeps D(G(z)) >= 0.76),
     samples are drawn in batches until ``num_samples`` pass the filter or ``max_draws`` (default
     50 x num_samples) is reached; the summary (``{prefix}_summary.json``, also returned) says how
-    many were drawn and kept, and the run fails clearly if too few pass.
+    many were drawn and kept, and the run fails clearly if too few pass. ``prior`` (e.g. a fitted
+    ``GaussianMixturePrior``) draws the latents instead of N(0, I).
     """
     num_samples = check_num_samples(num_samples)
     if min_score is not None and discriminator is None:
@@ -35,7 +36,7 @@ def sample_fundus(generator: torch.nn.Module, num_samples: int, seed: int, outpu
     gen = torch.Generator().manual_seed(int(seed))
     kept, drawn = [], 0
     while sum(len(k) for k in kept) < num_samples and drawn < max_draws:
-        z = torch.randn(batch_size, latent_size, generator=gen)
+        z = prior.sample(batch_size, gen) if prior is not None else torch.randn(batch_size, latent_size, generator=gen)
         x = generator.generate(z.to(device))
         drawn += len(x)
         if min_score is not None:
@@ -62,3 +63,16 @@ def sample_fundus(generator: torch.nn.Module, num_samples: int, seed: int, outpu
     print(f"wrote {len(files)} images to {out} (drew {drawn}"
           + (f", kept those with D(G(z)) >= {min_score})" if min_score is not None else ")"))
     return summary
+
+
+def latent_prior(kind: str, num_components: int, latent_size: int, path: str | os.PathLike):
+    """The VAE's sampling prior: None for "normal" (N(0, I)), or for "mixture" the fitted
+    ``GaussianMixturePrior`` stored at ``path``."""
+    from .networks import GaussianMixturePrior, load_weights
+
+    if kind == "normal":
+        return None
+    if kind != "mixture":
+        raise ValueError(f"prior must be 'normal' or 'mixture', got {kind!r}")
+    hint = "fit it with configs/fit_vae_prior.json (docs/README.md) or pass --prior normal"
+    return load_weights(GaussianMixturePrior(num_components, latent_size), path, hint)

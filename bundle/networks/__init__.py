@@ -21,3 +21,6 @@ __all__ += ["SpeckleModel", "fit_speckle"]
 from .cascade import CascadedLDM, LatentDiffusionModel  # noqa: E402
 
 __all__ += ["CascadedLDM", "LatentDiffusionModel"]
+from .latent_prior import GaussianMixturePrior, fit_vae_prior  # noqa: E402
+
+__all__ += ["GaussianMixturePrior", "fit_vae_prior"]
