@@ -52,15 +52,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def save_nifti(array: np.ndarray, path: str | os.PathLike, spacing: Sequence[float] | None = None) -> Path:
-    """Write ``array`` as NIfTI (axes stored as given) with a diagonal affine from ``spacing`` (mm)."""
+OUTPUT_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def check_output_ext(ext: str) -> str:
+    """A volume file extension the bundle writes (leading dot added when missing)."""
+    ext = str(ext) if str(ext).startswith(".") else f".{ext}"
+    if ext not in OUTPUT_EXTS:
+        raise ValueError(f"output_ext must be one of {OUTPUT_EXTS}, got {ext!r}")
+    return ext
+
+
+def spacing_affine(spacing: Sequence[float]) -> np.ndarray:
+    """4 x 4 affine with ``spacing`` (mm, one value per stored axis, up to three) on the diagonal."""
+    affine = np.eye(4)
+    affine[: len(spacing), : len(spacing)] = np.diag([float(s) for s in spacing])
+    return affine
+
+
+def save_nifti(array: np.ndarray, path: str | os.PathLike, spacing: Sequence[float] | None = None,
+               affine: np.ndarray | None = None) -> Path:
+    """Write ``array`` as NIfTI (axes stored as given) with ``affine``, or a diagonal affine from ``spacing``
+    (mm); the units are mm whenever either is given."""
     import nibabel as nib
 
-    affine = np.eye(4)
-    if spacing is not None:
-        affine[: len(spacing), : len(spacing)] = np.diag([float(s) for s in spacing])
-    img = nib.Nifti1Image(np.asarray(array), affine)
-    if spacing is not None:
+    if affine is None:
+        affine = np.eye(4) if spacing is None else spacing_affine(spacing)
+    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    if spacing is not None or affine is not None:
         img.header.set_xyzt_units("mm")
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))

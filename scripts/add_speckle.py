@@ -20,9 +20,9 @@ import torch  # noqa: E402
 def main(input, output, weights="models/model.pt", seed=0):
     from bundle.evaluation import volume_from_array
     from bundle.io import load_nifti
-    from bundle.io import check_output_dir
+    from bundle.io import check_output_dir, spacing_affine
     from bundle.networks import SpeckleModel, load_weights
-    from bundle.transforms.synthesis import spacing_affine, write_volume
+    from bundle.transforms.synthesis import write_volume
 
     files = sorted(glob.glob(os.path.join(input, "*.nii.gz")))
     if not files:

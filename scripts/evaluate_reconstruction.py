@@ -91,8 +91,8 @@ def _saving(methods, vols, items, save_dir, spacing):
     import re
     from pathlib import Path
 
-    from bundle.io import check_output_dir
-    from bundle.transforms.synthesis import spacing_affine, write_volume
+    from bundle.io import check_output_dir, spacing_affine
+    from bundle.transforms.synthesis import write_volume
 
     cases = {id(v): os.path.basename(item["image"]).split(".")[0] for item, v in zip(items, vols)}
 

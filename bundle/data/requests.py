@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ..io import check_num_samples
+from ..io import check_num_samples, check_output_ext
 
 
 def synthesis_requests(num_samples: int, seed: int = 0, skip_done: str | os.PathLike | None = None,
@@ -21,7 +21,7 @@ def synthesis_requests(num_samples: int, seed: int = 0, skip_done: str | os.Path
         raise ValueError(f"seed must be an integer, got {seed!r}")
     requests = [{"seed": int(seed) + i} for i in range(n)]
     if skip_done:
-        ext = ext if str(ext).startswith(".") else f".{ext}"
+        ext = check_output_ext(ext)
         done = lambda r: os.path.isfile(os.path.join(skip_done, f"{prefix}_seed{r['seed']}{ext}"))  # noqa: E731
         requests = [r for r in requests if not done(r)]
     return requests

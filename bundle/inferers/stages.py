@@ -186,10 +186,7 @@ class DrawSpeckle:
         return tuple(size)
 
     def __call__(self, volume: torch.Tensor, network: torch.nn.Module, ctx: SamplingContext) -> torch.Tensor:
-        speckle = _part(network, self.part)
-        if not bool(speckle.fitted):
-            raise ValueError("the speckle model in the weights is not fitted: fit it (docs/README.md) "
-                             "or pass --use_speckle false")
+        speckle = _part(network, self.part)  # an unfitted model refuses to draw, naming the fix
         gen = torch.Generator(device="cpu").manual_seed(int(ctx.seed) + SPECKLE_STREAM_OFFSET)
         return speckle.to(volume.device)(volume.contiguous(), gen, chunk=self.chunk_size, inplace=True)
 
@@ -202,12 +199,15 @@ def output_size(stages: Sequence) -> tuple[int, int, int]:
     return tuple(int(v) for v in size)
 
 
-def check_output_size(stages: Sequence, image_size: Sequence[int], multiple: int = 8) -> tuple[int, int, int]:
-    """Validate ``image_size`` (three positive multiples of 8) against what ``stages`` produce."""
-    size = tuple(int(s) for s in image_size)
-    if len(size) != 3 or any(s <= 0 or s % multiple for s in size):
-        raise ValueError(f"image_size {tuple(image_size)} cannot be synthesized: "
-                         f"need three positive multiples of {multiple}")
+def check_output_size(stages: Sequence, image_size: Sequence[int]) -> tuple[int, int, int]:
+    """Validate ``image_size`` (three positive multiples of 8, as ``bundle.data.prepare.parse_size``)
+    against what ``stages`` produce."""
+    from ..data.prepare import parse_size
+
+    try:
+        size = parse_size(list(image_size))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"image_size {image_size!r} cannot be synthesized: {e}") from None
     expected = output_size(stages)
     if size != expected:
         raise ValueError(f"image_size {size} does not match what the sampling stages produce ({expected})")

@@ -17,24 +17,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, ScaleIntensityRange
 
-from ..io import atomic_path, check_output_dir, save_png
+from ..io import atomic_path, check_output_dir, check_output_ext, save_nifti, save_png, spacing_affine
 from ..preview import volume_preview
-
-OUTPUT_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-def check_output_ext(ext: str) -> str:
-    ext = str(ext) if str(ext).startswith(".") else f".{ext}"
-    if ext not in OUTPUT_EXTS:
-        raise ValueError(f"output_ext must be one of {OUTPUT_EXTS}, got {ext!r}")
-    return ext
-
-
-def spacing_affine(spacing: Sequence[float]) -> np.ndarray:
-    """4 x 4 affine with ``spacing`` (mm) on the diagonal."""
-    affine = np.eye(4)
-    affine[:3, :3] = np.diag([float(s) for s in spacing])
-    return affine
 
 
 def to_uint8(volume: torch.Tensor) -> np.ndarray:
@@ -48,20 +32,15 @@ def save_volume(array: np.ndarray, path: str | os.PathLike, affine: np.ndarray) 
     is), NRRD / MHA through MONAI's ``ITKWriter`` (RAS affine converted to ITK's LPS)."""
     path = Path(path)
     ext = check_output_ext("".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix)
+    if ext.startswith(".nii"):
+        return save_nifti(array, path, affine=affine)
+    from monai.data import ITKWriter
+
     with atomic_path(path) as tmp:
-        if ext.startswith(".nii"):
-            import nibabel as nib
-
-            img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
-            img.header.set_xyzt_units("mm")
-            nib.save(img, str(tmp))
-        else:
-            from monai.data import ITKWriter
-
-            writer = ITKWriter(output_dtype=np.asarray(array).dtype)
-            writer.set_data_array(np.asarray(array), channel_dim=None)
-            writer.set_metadata({"affine": np.asarray(affine), "original_affine": np.asarray(affine)}, resample=False)
-            writer.write(str(tmp))
+        writer = ITKWriter(output_dtype=np.asarray(array).dtype)
+        writer.set_data_array(np.asarray(array), channel_dim=None)
+        writer.set_metadata({"affine": np.asarray(affine), "original_affine": np.asarray(affine)}, resample=False)
+        writer.write(str(tmp))
     return path
 
 
