@@ -12,7 +12,7 @@ import time
 import torch
 
 DECODE_MODELS = ("dec_m", "slice2d", "autoencoderkl3d")
-SYNTHESIS_MODELS = ("caldm", "ldm3d", "medical_diffusion")
+SYNTHESIS_MODELS = ("caldm", "caldm_conditional", "ldm3d", "medical_diffusion")
 
 
 def _rss_mb() -> float:
@@ -25,7 +25,9 @@ def _config(model: str | None = None, size: tuple[int, int, int] | None = None, 
 
     root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     files = [os.path.join(root, "configs", "inference.json")]
-    if model not in (None, "caldm"):
+    if model == "caldm_conditional":
+        files.append(os.path.join(root, "configs", "inference_conditional.json"))
+    elif model not in (None, "caldm"):
         files.append(os.path.join(root, "configs", "baselines", f"inference_{model}.json"))
     p = ConfigParser()
     p.read_config(files)
@@ -81,24 +83,41 @@ def synthesis_networks(model: str, size: tuple[int, int, int], steps: int = 200,
     for k in ("global_sampler#progress", "slice_refiner#progress", "decoder#progress"):
         p[k] = False
     net = p.get_parsed_content("network_def")
-    nhae = net.autoencoder if model != "caldm" else net.nhae
+    nhae = net.nhae if model.startswith("caldm") else net.autoencoder
     if hasattr(nhae, "dec_m"):
         _nonzero_adaptors(nhae)
         nhae.scale_factor.fill_(1.0)
-    if model == "caldm":  # the default inference draws speckle; cost does not depend on the fitted values
+    if model.startswith("caldm"):  # the default inference draws speckle; cost does not depend on the fitted values
         net.speckle.fitted.fill_(True)
         net.speckle.sigma.fill_(0.5)
     return p.get_parsed_content("inferer"), net.eval()
 
 
+def layered_labels(size: tuple[int, int, int], seed: int = 0) -> dict:
+    """A cheap label set of ``size`` for benchmarks: 12 flat-ish boundaries and random vessel masks (the cost
+    of label-guided sampling does not depend on the labels; the phantom generator's own peak would mix in)."""
+    D, H, W = size
+    g = torch.Generator().manual_seed(seed)
+    z = torch.arange(H)[None, :, None]
+    label = torch.zeros(size, dtype=torch.uint8)
+    for s, top in enumerate(torch.linspace(0.3, 0.8, 12)):
+        wobble = (torch.rand(D, 1, W, generator=g) * 2).round()
+        label += (z >= (top * H + wobble)).to(torch.uint8)
+    masks = [(torch.rand(D, W, generator=g) < 0.08).to(torch.uint8) for _ in range(2)]
+    return {"label": label, "artery": masks[0], "vein": masks[1] * (1 - masks[0])}
+
+
 def synthesis_worker(model: str, size: tuple[int, int, int], steps: int, seed: int = 0) -> dict:
-    """One full inference (STEPS DDIM steps per diffusion stage) of a (D, H, W) volume; seconds and peak RSS."""
+    """One full inference (STEPS DDIM steps per diffusion stage) of a (D, H, W) volume; seconds and peak RSS.
+    ``caldm_conditional`` includes encoding a label set (``layered_labels``) into the stages' conditions."""
     torch.manual_seed(seed)
     inferer, network = synthesis_networks(model, size, steps)
+    labels = layered_labels(size, seed) if model == "caldm_conditional" else None
     baseline = _rss_mb()
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = inferer.sample(network, seed=seed)
+        conditions = None if labels is None else inferer.conditioner(labels["label"], labels["artery"], labels["vein"])
+        out = inferer.sample(network, seed=seed, conditions=conditions)
     seconds = time.perf_counter() - t0
     return {"benchmark": "synthesis", "model": model, "size": list(size), "ddim_steps": int(steps),
             "seconds": round(seconds, 2), "peak_rss_mb": round(_rss_mb(), 1), "baseline_rss_mb": round(baseline, 1),

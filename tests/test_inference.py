@@ -141,22 +141,6 @@ speckle only adds texture."""
         "GlobalLatentSampler", "UniaxialSuperResolution", "DecodeSlices"]
 
 
-def test_label_conditions_are_concatenated(models):
-    p = parser(label_channels=2)
-    torch.manual_seed(0)
-    net = p.get_parsed_content("network_def")
-    perturb(net.diffusion3d)
-    perturb(net.refiner)
-    inf = p.get_parsed_content("inferer")
-    cond = {"latent": torch.zeros(1, 2, 2, 4, 4), "slices": torch.zeros(16, 2, 4, 4)}
-    a = inf.sample(net, seed=0, conditions=cond)
-    b = inf.sample(net, seed=0, conditions={k: v + 1 for k, v in cond.items()})
-    assert a.shape == b.shape == (1, 16, 32, 32)
-    assert (a - b).abs().mean() > 1e-4, "the label condition changes the sample"
-    with pytest.raises(RuntimeError):
-        inf.sample(net, seed=0)  # networks built for labels need them
-
-
 @pytest.mark.parametrize("over,match", [
     ({"num_samples": 0}, "num_samples"),
     ({"num_samples": -2}, "num_samples"),

@@ -11,3 +11,9 @@ __all__ += ["GRADES", "LESIONS", "FundusPhantom", "generate_fundus_phantom", "lo
 from .requests import shard_requests, synthesis_requests  # noqa: E402
 
 __all__ += ["shard_requests", "synthesis_requests"]
+from . import label_latents, labels  # noqa: E402
+
+__all__ += ["label_latents", "labels"]
+from .decathlon import find_label_sets, label_first_requests, label_requests, write_decathlon_index  # noqa: E402
+
+__all__ += ["find_label_sets", "label_first_requests", "label_requests", "write_decathlon_index"]

@@ -23,24 +23,42 @@ def precompute_latents(network, datalist: Sequence[dict], transform: Callable, p
 
     ``volume_only`` stores ``z`` alone (Diff_3D data, about 5x faster: no Enc2D pass over every B-scan).
     """
-    if not datalist:
-        raise ValueError("cannot precompute latents: the training datalist is empty")
     flips, volume_only = as_bool(flips, "use_flips"), as_bool(volume_only, "volume_only")
-    network.eval()
-    device = next(network.parameters()).device
-    s3, s2 = network.scale_factor.item(), network.slice_scale_factor.item()
-    if s3 == 1.0 and s2 == 1.0:
-        raise ValueError("the NHAE weights carry no latent scale factors; "
-                         "train NHAE stage 2 (configs/stages/nhae.json) first")
+    device = prepare_encoder(network, datalist)
     out: dict[str, list] = {"z": []} if volume_only else {"z": [], "cond": [], "target": []}
     for xv in _training_volumes(datalist, transform, device, flips, image_key):
-        mu, _ = network.encode_volume(xv)
-        out["z"].append((mu * s3).cpu())
-        if not volume_only:
-            out["cond"].append((network.f_sr(mu) * s2).cpu())
-            out["target"].append((network.encode_slices(xv) * s2).cpu())
+        for k, v in encode_latents(network, xv, volume_only).items():
+            out[k].append(v)
+    return save_latents(out, network, path)
+
+
+def prepare_encoder(network, datalist: Sequence[dict]) -> torch.device:
+    """Check that there is data and that the NHAE carries its latent scale factors; eval mode; its device."""
+    if not datalist:
+        raise ValueError("cannot precompute latents: the training datalist is empty")
+    if network.scale_factor.item() == 1.0 and network.slice_scale_factor.item() == 1.0:
+        raise ValueError("the NHAE weights carry no latent scale factors; "
+                         "train NHAE stage 2 (configs/stages/nhae.json) first")
+    network.eval()
+    return next(network.parameters()).device
+
+
+def encode_latents(network, xv: torch.Tensor, volume_only: bool = False) -> dict[str, torch.Tensor]:
+    """The scaled latents of one volume (1, 1, D, H, W): ``z``, and unless ``volume_only`` ``cond`` and ``target``."""
+    s3, s2 = network.scale_factor.item(), network.slice_scale_factor.item()
+    mu, _ = network.encode_volume(xv)
+    out = {"z": (mu * s3).cpu()}
+    if not volume_only:
+        out["cond"] = (network.f_sr(mu) * s2).cpu()
+        out["target"] = (network.encode_slices(xv) * s2).cpu()
+    return out
+
+
+def save_latents(out: dict[str, list], network, path: str | os.PathLike) -> dict:
+    """Concatenate the per-volume lists of ``out`` and save them with the NHAE's scale factors."""
     result = {k: torch.cat(v) for k, v in out.items()}
-    result["scale_factor"], result["slice_scale_factor"] = torch.tensor(s3), torch.tensor(s2)
+    result["scale_factor"] = torch.tensor(network.scale_factor.item())
+    result["slice_scale_factor"] = torch.tensor(network.slice_scale_factor.item())
     return _save(result, path)
 
 

@@ -1,6 +1,6 @@
 """Inferers MONAI lacks: sliding-slice decoding, the CA-LDM cascade and its sampling stages."""
 
-from .cascade import CascadedLatentDiffusionInferer
+from .cascade import CascadedLatentDiffusionInferer, LabelConditioner
 from .ddim import CorrelatedNoise, WhiteNoise, correlated_noise, ddim_sample, ddim_step, refiner_noise
 from .reconstruction import NHAEReconstructionInferer
 from .sliding_slice import SlidingSliceDecoder
@@ -9,6 +9,7 @@ from .stages import (DecodeSlices, DecodeVolume, DrawSpeckle, GlobalLatentSample
 from .training import ConcatDiffusionInferer
 
 __all__ = ["CascadedLatentDiffusionInferer", "ConcatDiffusionInferer", "CorrelatedNoise", "DecodeSlices",
-           "DecodeVolume", "DrawSpeckle", "GlobalLatentSampler", "NHAEReconstructionInferer", "SamplingContext",
+           "DecodeVolume", "DrawSpeckle", "GlobalLatentSampler", "LabelConditioner", "NHAEReconstructionInferer",
+           "SamplingContext",
            "SliceRefiner", "SlidingSliceDecoder", "UniaxialSuperResolution", "WhiteNoise", "check_output_size",
            "correlated_noise", "ddim_sample", "ddim_step", "output_size", "refiner_noise"]

@@ -8,7 +8,7 @@ B-scans. Which stages run (CA-LDM, an ablation, a baseline) is the config's choi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -16,6 +16,25 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 from .stages import SamplingContext, output_size
+
+LABEL_KEYS = ("label", "artery", "vein")
+
+
+class LabelConditioner:
+    """A label set -> the conditions of label-guided CA-LDM's stages: {"latent": (1, 15, D/f, H/f, W/f) for
+    Diff_3D, "slices": (D, 15, H/f, W/f) for the refiner} (``bundle.data.labels``, f = the latent's
+    downsampling factor, 8)."""
+
+    def __init__(self, factor: int = 8):
+        if int(factor) < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.factor = int(factor)
+
+    def __call__(self, label, artery, vein) -> dict:
+        from ..data.labels import label_fractions, slice_label_fractions
+
+        return {"latent": label_fractions(label, artery, vein, self.factor)[None],
+                "slices": slice_label_fractions(label, artery, vein, self.factor)}
 
 
 class CascadedLatentDiffusionInferer(Inferer):
@@ -27,16 +46,22 @@ class CascadedLatentDiffusionInferer(Inferer):
     per batch item (default: ``seed``, seed + 1, ...). Returns (B, 1, D, H, W) float in [-1, 1], a
     ``MetaTensor`` carrying the reference's meta data.
 
+    Label-guided synthesis: with a ``conditioner`` (``LabelConditioner``), ``labels`` is a dict of batched
+    label tensors ({"label": (B, 1, D, H, W), "artery" / "vein": (B, 1, D, W)}) that the conditioner turns
+    into each volume's stage conditions; a conditional inferer refuses to sample without labels and an
+    unconditional one refuses labels.
+
     Args:
         stages: callables ``stage(x, network, ctx) -> x`` (``bundle.inferers.stages``).
         seed: seed of the first volume when the caller gives none (MONAI Label).
+        conditioner: callable(label, artery, vein) -> conditions dict (``SamplingContext.conditions``).
     """
 
-    def __init__(self, stages: Sequence, seed: int = 0):
+    def __init__(self, stages: Sequence, seed: int = 0, conditioner: Callable | None = None):
         super().__init__()
         if not stages:
             raise ValueError("stages must list at least one sampling stage")
-        self.stages, self.seed = list(stages), int(seed)
+        self.stages, self.seed, self.conditioner = list(stages), int(seed), conditioner
 
     @property
     def output_size(self) -> tuple[int, int, int]:
@@ -52,8 +77,20 @@ class CascadedLatentDiffusionInferer(Inferer):
             x = stage(x, network, ctx)
         return x
 
+    def _conditions(self, labels: dict | None, batch: int) -> list[dict]:
+        if self.conditioner is None:
+            if labels:
+                raise ValueError("this inferer is unconditional but got labels; use configs/inference_conditional.json "
+                                 "for label-guided synthesis")
+            return [{}] * batch
+        if not labels or any(k not in labels for k in LABEL_KEYS):
+            raise ValueError(f"this label-guided inferer needs {LABEL_KEYS} for every volume, got "
+                             f"{sorted(labels or {})}")
+        return [self.conditioner(*(labels[k][i] for k in LABEL_KEYS)) for i in range(batch)]
+
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any,
-                 seeds: Sequence[int] | torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+                 seeds: Sequence[int] | torch.Tensor | None = None, labels: dict | None = None,
+                 **kwargs: Any) -> torch.Tensor:
         if inputs.ndim != 5:
             raise ValueError(f"inputs must be a reference image batch (B, C, D, H, W), got shape {tuple(inputs.shape)}")
         batch = inputs.shape[0]
@@ -66,7 +103,8 @@ class CascadedLatentDiffusionInferer(Inferer):
         if tuple(inputs.shape[2:]) != expected:
             raise ValueError(f"the reference image has spatial size {tuple(inputs.shape[2:])}, "
                              f"but the model synthesizes {expected} volumes")
-        vols = [self.sample(network, s)[None] for s in seeds]
+        conditions = self._conditions(labels, batch)
+        vols = [self.sample(network, s, c)[None] for s, c in zip(seeds, conditions)]
         out = vols[0] if batch == 1 else torch.cat(vols)
         out = MetaTensor(out)
         if isinstance(inputs, MetaTensor):

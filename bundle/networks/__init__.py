@@ -4,9 +4,9 @@ from .nhae import MultiSliceDecoder, NonHolisticAutoencoder, SliceAdaptor3D, Thu
 
 __all__ = ["MultiSliceDecoder", "NonHolisticAutoencoder", "SliceAdaptor3D", "ThumbnailEncoder",
            "UniaxialSuperResolution"]
-from .io import load_weights, save_weights  # noqa: E402
+from .io import load_parts, load_weights, save_weights  # noqa: E402
 
-__all__ += ["load_weights", "save_weights"]
+__all__ += ["load_parts", "load_weights", "save_weights"]
 from .features import ClassAndBinaryLoss, DomainFeatureNet, FundusFeatureNet, oct_feature_extractor  # noqa: E402
 from .fundus import DCGANDiscriminator, DCGANGenerator, FundusVAE  # noqa: E402
 
@@ -24,3 +24,6 @@ __all__ += ["CascadedLDM", "LatentDiffusionModel"]
 from .latent_prior import GaussianMixturePrior, fit_vae_prior  # noqa: E402
 
 __all__ += ["GaussianMixturePrior", "fit_vae_prior"]
+from .conditioning import LabelConditionedUNet, LabelEncoder, init_label_conditioned  # noqa: E402
+
+__all__ += ["LabelConditionedUNet", "LabelEncoder", "init_label_conditioned"]

@@ -71,3 +71,15 @@ def save_weights(network: torch.nn.Module, path: str | os.PathLike, prefix: str 
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
+
+
+def load_parts(network: torch.nn.Module, files: dict, hint: str = "") -> torch.nn.Module:
+    """Load each part of a composed model from its own file: ``files`` maps a part name (an attribute of
+    ``network``, e.g. "nhae") to the weights file whose ``name.*`` entries it takes (``load_weights`` with
+    ``prefix``). Label-guided CA-LDM takes its NHAE and speckle model from ``models/model.pt`` and its
+    diffusion models from ``models/conditional/label_guided.pt``."""
+    for part, path in files.items():
+        if not hasattr(network, part):
+            raise ValueError(f"{type(network).__name__} has no part {part!r}")
+        load_weights(getattr(network, part), path, hint, prefix=part)
+    return network

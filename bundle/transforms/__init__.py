@@ -10,3 +10,6 @@ __all__ += ["CheckSquared", "to_rgb"]
 from .synthesis import SaveSyntheticd, SynthesisRequestd, save_volume, to_uint8, write_volume  # noqa: E402
 
 __all__ += ["SaveSyntheticd", "SynthesisRequestd", "save_volume", "to_uint8", "write_volume"]
+from .labels import LabelGuidedRequestd, PhantomLabelsd, SaveSyntheticPaird  # noqa: E402
+
+__all__ += ["LabelGuidedRequestd", "PhantomLabelsd", "SaveSyntheticPaird"]
