@@ -305,3 +305,25 @@ def test_training_on_synthetic_pairs_only_through_the_overlay(data):
     with pytest.raises(Exception) as info:
         _workflow(data, "layers", "mix_synthetic.json", run="nosyn").parser.get_parsed_content("train#dataloader")
     assert "synthetic_ratio > 0 needs synthetic_dir" in messages(info.value)
+
+
+def test_table2_summary_reports_mean_spread_and_fidelity(tmp_path):
+    from bundle.io import save_json
+    from bundle.segmentation.experiment import ROWS, _slug, markdown, summarise
+
+    def report(dice, mad):
+        return {"num_cases": 11, "metrics": {"mean_dice": dice, "surface_mad": mad}, "per_class": {}}
+
+    for s, (d, m) in enumerate([(0.8, 2.0), (0.9, 3.0), (1.0, 4.0)]):
+        save_json(report(d, m), tmp_path / "layers" / _slug("Real") / f"seed{s}" / "metrics_test.json")
+        save_json(report(d - 0.5, m), tmp_path / "layers" / _slug("Real") / f"seed{s}" / "metrics_synthetic.json")
+    save_json(report(0.7, 5.0), tmp_path / "layers" / _slug("200 % Syn") / "seed0" / "metrics_test.json")
+    table = summarise(tmp_path, ["layers"], [0, 1, 2])["layers"]
+    assert table["Real"]["Dice"]["mean"] == pytest.approx(0.9) and table["Real"]["Dice"]["std"] == pytest.approx(0.1)
+    assert table["Real"]["surface MAD (voxels)"]["std"] == pytest.approx(1.0) and table["Real"]["seeds"] == 3
+    fid = table["label fidelity: Real models on the synthetic pairs"]
+    assert fid["Dice"]["mean"] == pytest.approx(0.4)
+    assert table["200 % Syn"]["seeds"] == 1 and table["200 % Syn"]["Dice"]["std"] is None
+    assert set(table) <= set(ROWS) | {"label fidelity: Real models on the synthetic pairs"}
+    text = markdown({"layers": table})
+    assert "| Real | 0.900 +- 0.100 | 3.000 +- 1.000 | 3 |" in text and "| 200 % Syn | 0.700 | 5.000 | 1 |" in text
