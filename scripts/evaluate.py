@@ -8,6 +8,8 @@
     python scripts/evaluate.py oct --real data/phantoms/datalist.json --fake out/a,out/b --names A,B \
 --output_file out/table.json
 
+    python scripts/evaluate.py vessels --datalist out/label_first/dataset.json [--split training] [--output_file F]
+
 ``--real`` / ``--fake``: a MONAI datalist JSON (its split) or a folder of PNG images. Prints a
 Markdown row (or JSON): Fréchet distance on the bundle's domain features (FD-domain; not Inception
 FID), sliced Wasserstein distance x1e3, and the mean pairwise distance (diversity) of both sets;
@@ -69,9 +71,24 @@ def oct(real, fake, real_split="test", fake_split="test", features="domain", fea
     run_oct_evaluation(real, fakes, output_file, names, **kw)
 
 
+def vessels(datalist, split="training", max_volumes=1000, output_file=None):
+    """Vessel visibility of OCT volumes with their artery / vein masks (a Decathlon dataset.json of label-guided
+    synthesis, or the phantoms' datalist): correlation of the en-face vessel shadow with the own masks, and with
+    another item's masks (chance level); mean +- std over volumes."""
+    from bundle.evaluation import vessel_visibility
+    from bundle.io import save_json
+
+    res = vessel_visibility(datalist, split, max_volumes)
+    if output_file:
+        save_json(res, output_file)
+    own, other = res["own_masks"], res["other_masks"]
+    print(f"{res['volumes']} volumes: own masks {own['mean']:.3f} +- {own['std']:.3f}, "
+          f"other masks {other['mean']:.3f} +- {other['std']:.3f}")
+
+
 def main():
     try:
-        fire.Fire({"fundus": fundus, "oct": oct})
+        fire.Fire({"fundus": fundus, "oct": oct, "vessels": vessels})
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

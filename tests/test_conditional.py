@@ -235,3 +235,30 @@ def test_label_latents_and_both_conditional_stages_write_the_conditional_file(tm
         assert 0 < gap < 1e-3, (k, gap)
     w = out["diffusion3d.unet.conv_in.conv.weight"]
     assert w.shape[1] == 4 + 8 and 0 < w[:, 4:].abs().max().item() < 1e-3
+
+
+def test_vessel_shadow_correlation_sees_shadows_under_the_masks(tmp_path):
+    from bundle.evaluation import vessel_visibility
+    from bundle.metrics import vessel_shadow_correlation
+
+    rng = np.random.default_rng(0)
+    _, artery, vein = _labels(32, 16, 32)
+    vol = rng.normal(0.5, 0.05, (32, 16, 32))
+    shadowed = vol.copy()
+    shadowed[:, 8:, :] *= 1 - 0.5 * (artery + vein)[:, None, :]  # darker below every vessel
+    assert vessel_shadow_correlation(shadowed, artery, vein) > 0.8
+    assert abs(vessel_shadow_correlation(vol, artery, vein)) < 0.1
+    with pytest.raises(ValueError, match="do not match"):
+        vessel_shadow_correlation(vol, artery[:, :8], vein[:, :8])
+    # over a datalist: own masks high, another item's masks at chance
+    items = []
+    for i in range(3):
+        _, a, v = _labels(32, 16, 32, seed=i)
+        x = vol.copy()
+        x[:, 8:, :] *= 1 - 0.5 * (a + v)[:, None, :]
+        for key, arr in (("image", np.round(x * 255).astype(np.uint8)), ("artery", a), ("vein", v)):
+            _write(tmp_path / f"{key}{i}.nii.gz", arr)
+        items.append({k: f"{k}{i}.nii.gz" for k in ("image", "artery", "vein")})
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": items}))
+    res = vessel_visibility(tmp_path / "dataset.json")
+    assert res["own_masks"]["mean"] > 0.8 and abs(res["other_masks"]["mean"]) < 0.15
