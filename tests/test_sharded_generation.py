@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bundle.data import shard_requests, synthesis_requests
+from test_conditional import conditional  # noqa: F401  (module fixture: tiny label-guided weights and label sets)
 from test_inference import models  # noqa: F401  (module fixture: tiny random weights in models/model.pt)
 from tiny import ROOT, TINY
 
@@ -77,3 +78,24 @@ def test_rerun_skips_finished_volumes(models, tmp_path):  # noqa: F811
     r = _run(_cmd([sys.executable], None, out, models, tiny, num_samples=3, seed=0), tmp_path)
     assert r.returncode == 0 and "already in" in r.stdout + r.stderr
     assert synthesis_requests(3, 0, out) == [] and len(synthesis_requests(3, 0, out, ext="nrrd")) == 3
+
+
+def test_torchrun_shards_label_guided_pairs_into_one_decathlon_folder(conditional, tmp_path):  # noqa: F811
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(TINY))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    outs = {}
+    for name, launcher, overlays in (("sharded", torchrun, ["inference_conditional.json", "multi_gpu_inference.json"]),
+                                     ("single", [sys.executable], ["inference_conditional.json"])):
+        configs = [str(ROOT / "configs" / "inference.json"), str(tiny)] + [str(ROOT / "configs" / o) for o in overlays]
+        cmd = launcher + ["-m", "monai.bundle", "run", "--config_file", repr(configs), "--models_dir",
+                          str(conditional / "models"), "--dataset_dir", str(conditional / "labels"),
+                          "--output_dir", str(tmp_path / name)]
+        r = _run(cmd, tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs[name] = _volumes(tmp_path / name / "imagesTr")
+        index = json.loads((tmp_path / name / "dataset.json").read_text())
+        assert index["numTraining"] == 3 and len(index["training"]) == 3
+    assert sorted(outs["sharded"]) == sorted(outs["single"]) and len(outs["single"]) == 3
+    for k in outs["single"]:
+        np.testing.assert_array_equal(outs["sharded"][k], outs["single"][k])
