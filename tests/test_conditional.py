@@ -262,3 +262,29 @@ def test_vessel_shadow_correlation_sees_shadows_under_the_masks(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"training": items}))
     res = vessel_visibility(tmp_path / "dataset.json")
     assert res["own_masks"]["mean"] > 0.8 and abs(res["other_masks"]["mean"]) < 0.15
+
+
+def test_label_requests_from_a_folder_count_seeds_and_skip_finished_pairs(tmp_path):
+    from bundle.data.decathlon import find_label_sets, label_requests, pair_files
+
+    src = tmp_path / "labels"
+    src.mkdir()
+    label, artery, vein = _labels()
+    for name in ("b", "a"):
+        for key, arr in (("layers", label), ("artery", artery), ("vein", vein)):
+            _write(src / f"{name}_{key}.nii.gz", arr)
+    sets = find_label_sets(src)
+    assert [s["label"].split("/")[-1] for s in sets] == ["a_layers.nii.gz", "b_layers.nii.gz"]
+    reqs = label_requests(src, seed=10, samples_per_label=2)
+    assert [(r["name"], r["seed"]) for r in reqs] == [("a_seed10", 10), ("a_seed11", 11), ("b_seed12", 12),
+                                                      ("b_seed13", 13)]
+    assert len(label_requests(src, seed=10, samples_per_label=2, num_samples=3)) == 3
+    out = tmp_path / "out"
+    (out / "imagesTr").mkdir(parents=True)
+    (out / pair_files("a_seed11")["image"]).write_bytes(b"done")
+    assert [r["name"] for r in label_requests(src, 10, 2, skip_done=out)] == ["a_seed10", "b_seed12", "b_seed13"]
+    (src / "b_vein.nii.gz").unlink()
+    with pytest.raises(ValueError, match="b_vein.nii.gz"):
+        find_label_sets(src)
+    with pytest.raises(ValueError, match="holds no label sets"):
+        find_label_sets(tmp_path / "out")
