@@ -17,6 +17,11 @@ from .metrics.reconstruction import slice_jitter
 from .metrics.volumes import inter_slices, intra_slices, kernel_distance, total_variation
 
 
+OCT_FEATURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "evaluation",
+                            "oct_features.pt")
+"""The shipped OCT domain feature net, the default features of ``evaluate_oct_sets`` (``scripts/evaluate.py oct``)."""
+
+
 def _list_set(path: str | os.PathLike, split: str, wanted, what: str) -> list[str]:
     """Files of a set: a datalist JSON (its ``split`` list) or the files of a folder whose name passes ``wanted``."""
     p = Path(path)
@@ -140,8 +145,7 @@ def evaluate_oct_sets(real, fakes, real_split: str = "test", fake_split: str = "
     folder of NIfTI volumes. The feature net and the real volumes are loaded once for all fake sets."""
     from .networks import oct_feature_extractor
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    weights = feature_weights or os.path.join(root, "models", "oct_features.pt")
+    weights = feature_weights or OCT_FEATURES
     net = oct_feature_extractor(features, weights, inception_weights)
     r = [load_volume(v) for v in list_volumes(real, real_split)[: int(max_volumes)]]
     results = []

@@ -113,3 +113,13 @@ def test_evaluate_config_writes_json_and_table_with_the_shipped_features(phantom
             and res[0]["feature_weights"].endswith("oct_features.pt"))
     table = (fake / "evaluation.md").read_text()
     assert "Intra-FD" in table and str(fake) in table
+
+
+def test_the_default_oct_features_are_the_shipped_file(phantoms):
+    """scripts/evaluate.py oct without --feature_weights uses models/evaluation/oct_features.pt (0.6.0 moved it)."""
+    from bundle.evaluation import OCT_FEATURES, evaluate_oct_sets
+
+    assert Path(OCT_FEATURES) == ROOT / "models" / "evaluation" / "oct_features.pt" and Path(OCT_FEATURES).is_file()
+    dl = phantoms / "data" / "phantoms" / "datalist.json"
+    res = evaluate_oct_sets(dl, [dl], "test", "training", per_volume=4, max_volumes=2)
+    assert res[0]["feature_weights"] == OCT_FEATURES and res[0]["intra_fd"] >= 0
