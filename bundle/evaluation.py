@@ -199,7 +199,7 @@ def run_oct_evaluation(real, fakes, output_file: str | os.PathLike | None = None
 def vessel_visibility(datalist: str | os.PathLike, split: str = "training", max_volumes: int = 1000) -> dict:
     """How visibly the volumes of a datalist show their own vessel trees: ``vessel_shadow_correlation`` of each
     item's image with its ``artery`` / ``vein`` masks (mean, sample std, values), and, as the chance level, with
-    the masks of the next item (a different tree). Works on the Decathlon folders of label-guided synthesis and
+    the masks of the item half the list away (a different tree, also when consecutive pairs share a label set). Works on the Decathlon folders of label-guided synthesis and
     on the phantoms' datalist alike."""
     from .io import load_nifti
     from .metrics.volumes import vessel_shadow_correlation
@@ -210,7 +210,8 @@ def vessel_visibility(datalist: str | os.PathLike, split: str = "training", max_
     vols = [load_nifti(it["image"])[0] for it in items]
     masks = [(load_nifti(it["artery"])[0], load_nifti(it["vein"])[0]) for it in items]
     own = [vessel_shadow_correlation(v, *m) for v, m in zip(vols, masks)]
-    other = [vessel_shadow_correlation(v, *masks[(i + 1) % len(items)]) for i, v in enumerate(vols)]
+    shift = len(items) // 2  # half the list away: never the same label set when pairs share one (samples_per_label 2)
+    other = [vessel_shadow_correlation(v, *masks[(i + shift) % len(items)]) for i, v in enumerate(vols)]
 
     def stats(x):
         return {"mean": float(np.mean(x)), "std": float(np.std(x, ddof=1)), "values": [round(float(v), 4) for v in x]}
