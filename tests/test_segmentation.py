@@ -327,3 +327,14 @@ def test_table2_summary_reports_mean_spread_and_fidelity(tmp_path):
     assert set(table) <= set(ROWS) | {"label fidelity: Real models on the synthetic pairs"}
     text = markdown({"layers": table})
     assert "| Real | 0.900 +- 0.100 | 3.000 +- 1.000 | 3 |" in text and "| 200 % Syn | 0.700 | 5.000 | 1 |" in text
+
+
+def test_a_stray_voxel_moves_a_surface_by_one_voxel_not_to_the_top():
+    from bundle.segmentation import boundary_surfaces
+
+    z = torch.arange(20)[None, None, :, None]
+    true = (z >= 8).long() + (z >= 12).long() * 11  # (1, 1, 20, 1): vitreous, then RNFL at 8, sclera at 12
+    pred = true.clone()
+    pred[0, 0, 2, 0] = 12  # one vitreous voxel labelled sclera
+    assert boundary_surfaces(true, [0, 1]).flatten().tolist() == [8.0, 12.0]
+    assert boundary_surfaces(pred, [0, 1]).flatten().tolist() == [7.0, 11.0]

@@ -35,7 +35,10 @@ def boundary_surfaces(labels: torch.Tensor, surfaces: Sequence[int], depth_axis:
 
     Args:
         labels: (B, D, H, W) class indices (``label_map``).
-        surfaces: surface indices s; surface s is the first depth index where ``labels >= s + 1``.
+        surfaces: surface indices s; surface s lies below the column's voxels with ``labels <= s``: its
+            depth is their count. In a layered map (labels not decreasing with depth) that is the first depth
+            index where ``labels >= s + 1``; unlike that first crossing, a stray voxel (e.g. dark vitreous
+            labelled as sclera) moves the count by one voxel instead of moving the surface to the top.
         depth_axis: spatial axis of the depth (A-scan) direction, 1 for (D, H, W).
 
     Returns:
@@ -46,13 +49,7 @@ def boundary_surfaces(labels: torch.Tensor, surfaces: Sequence[int], depth_axis:
     if labels.ndim != 4:
         raise ValueError(f"labels must be (B, D, H, W), got shape {tuple(labels.shape)}")
     lab = labels.movedim(depth_axis + 1, -1)  # (B, D, W, H)
-    depth = lab.shape[-1]
-    out = []
-    for s in surfaces:
-        below = lab >= int(s) + 1
-        first = below.to(torch.uint8).argmax(dim=-1).float()  # index of the first True (0 when none)
-        out.append(torch.where(below.any(dim=-1), first, torch.full_like(first, float(depth))))
-    return torch.stack(out, dim=1)
+    return torch.stack([(lab <= int(s)).sum(dim=-1).float() for s in surfaces], dim=1)
 
 
 class SurfaceMADMetric(CumulativeIterationMetric):
