@@ -199,8 +199,8 @@ def run_oct_evaluation(real, fakes, output_file: str | os.PathLike | None = None
 def vessel_visibility(datalist: str | os.PathLike, split: str = "training", max_volumes: int = 1000) -> dict:
     """How visibly the volumes of a datalist show their own vessel trees: ``vessel_shadow_correlation`` of each
     item's image with its ``artery`` / ``vein`` masks (mean, sample std, values), and, as the chance level, with
-    the masks of the item half the list away (a different tree, also when consecutive pairs share a label set). Works on the Decathlon folders of label-guided synthesis and
-    on the phantoms' datalist alike."""
+    the masks of the item half the list away (a different tree, also when consecutive pairs share a label set).
+    Works on the Decathlon folders of label-guided synthesis and on the phantoms' datalist alike."""
     from .io import load_nifti
     from .metrics.volumes import vessel_shadow_correlation
 
