@@ -27,8 +27,11 @@ STACKS = {  # stage -> the config files its command stacks (at most three)
     "autoencoderkl3d": BASE + ["stages/baselines/autoencoderkl3d.json"],
     "ldm3d": BASE + ["stages/baselines/ldm3d.json"],
     "medical_diffusion": BASE + ["stages/baselines/medical_diffusion.json"],
+    "conditional_diffusion3d": BASE + ["stages/conditional_diffusion3d.json"],
+    "conditional_refiner": BASE + ["stages/conditional_refiner.json"],
 }
-NOT_TRAINERS = {"latents": BASE + ["stages/latents.json"], "speckle": BASE + ["stages/speckle.json"]}
+NOT_TRAINERS = {"latents": BASE + ["stages/latents.json"], "speckle": BASE + ["stages/speckle.json"],
+                "conditional_latents": BASE + ["stages/conditional_latents.json"]}
 NETWORK_TINY = {k: v for k, v in TINY.items() if k.split("#")[0] in ("nhae_def", "diffusion3d_def", "refiner_def")}
 STAGE_TINY = {**TINY, "discriminator_def#channels": 8, "discriminator_def#num_layers_d": 2, "crop_size": 16,
               "crops_per_volume": 2, "slices_per_crop": 12, "num_val_volumes": 1,
@@ -47,6 +50,12 @@ def root(tmp_path_factory):
     torch.save({"z": torch.randn(4, 4, 2, 4, 4), "cond": torch.randn(4, 4, 16, 4, 4),
                 "target": torch.randn(4, 4, 16, 4, 4), "scale_factor": one, "slice_scale_factor": one},
                lat / "latents.pt")
+    labels3d, labels2d = torch.rand(4, 15, 2, 4, 4).half(), torch.rand(4, 16, 15, 4, 4).half()
+    full = {"z": torch.randn(4, 4, 2, 4, 4), "cond": torch.randn(4, 4, 16, 4, 4), "target": torch.randn(4, 4, 16, 4, 4),
+            "labels3d": labels3d, "labels2d": labels2d, "scale_factor": one, "slice_scale_factor": one}
+    torch.save(full, lat / "label_latents.pt")
+    torch.save({k: full[k] for k in ("z", "labels3d", "scale_factor", "slice_scale_factor")},
+               lat / "label_latents_extra.pt")
     torch.save({"z": torch.randn(4, 4, 16, 4, 4), "scale_factor": one}, lat / "ldm3d.pt")
     torch.save({"z": torch.randn(4, 4, 2, 4, 4), "scale_factor": one}, lat / "medical_diffusion.pt")
     return root
