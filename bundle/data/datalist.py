@@ -78,3 +78,14 @@ def require_items(dataset, datalist: str | os.PathLike, what: str = "train#datas
                          "prepare data (python scripts/prepare_data.py phantoms --out data/phantoms ...) "
                          f"or pass --dataset_dir / --{what}#data")
     return n
+
+
+DATALIST_NAMES = ("datalist.json", "dataset.json")
+"""The datalist file a data folder holds: the bundle's own name first, then the Decathlon one."""
+
+
+def find_datalist(dataset_dir: str | os.PathLike) -> str:
+    """``dataset_dir/datalist.json``, else ``dataset_dir/dataset.json`` when that exists, else the first
+    (missing) path, so that an error names the file the workflow looked for."""
+    paths = [os.path.join(str(dataset_dir), n) for n in DATALIST_NAMES]
+    return next((p for p in paths if os.path.isfile(p)), paths[0])

@@ -16,10 +16,11 @@ import os
 from pathlib import Path
 
 from ..io import check_num_samples, check_output_ext, save_json
+from .datalist import find_datalist
+from .labels import LABEL_KEYS
 from .oct_phantom import LAYER_NAMES
 
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
-DATALISTS = ("datalist.json", "dataset.json")
 LABEL_NAMES = {"0": "vitreous", **{str(i + 1): n for i, n in enumerate(LAYER_NAMES)}, "12": "sclera"}
 
 
@@ -51,7 +52,7 @@ def _from_datalist(path: Path) -> list[dict]:
         missing = [k for k in ("artery", "vein") if k not in it]
         if missing:
             raise ValueError(f"label datalist {path}: item with label {it['label']} has no {missing} mask(s)")
-        sets.append({k: str(path.parent / it[k]) for k in ("label", "artery", "vein")})
+        sets.append({k: str(path.parent / it[k]) for k in LABEL_KEYS})
     if not sets:
         raise ValueError(f"label datalist {path} lists no items with a 'label' file")
     return sets
@@ -78,10 +79,10 @@ def find_label_sets(dataset_dir: str | os.PathLike) -> list[dict]:
     folder = Path(dataset_dir)
     if not folder.is_dir():
         raise ValueError(f"label folder {folder} does not exist")
-    datalist = next((folder / n for n in DATALISTS if (folder / n).is_file()), None)
-    sets = _from_datalist(datalist) if datalist else _from_folder(folder)
-    where = datalist or folder
-    missing = [s[k] for s in sets for k in ("label", "artery", "vein") if not os.path.isfile(s[k])]
+    datalist = Path(find_datalist(folder))
+    sets = _from_datalist(datalist) if datalist.is_file() else _from_folder(folder)
+    where = datalist if datalist.is_file() else folder
+    missing = [s[k] for s in sets for k in LABEL_KEYS if not os.path.isfile(s[k])]
     if missing:
         raise ValueError(f"{where} names {len(missing)} missing label file(s), e.g. {missing[:3]}")
     return sets

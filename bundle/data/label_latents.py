@@ -14,20 +14,21 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..io import as_bool, load_nifti
-from .labels import check_label_set, label_fractions, slice_label_fractions
-from .latents import encode_latents, load_latents, neighbour_condition, prepare_encoder, save_latents
+from .labels import LABEL_KEYS, check_label_set, label_fractions, slice_label_fractions
+from .latents import (encode_latents, load_latent_files, load_latents, neighbour_condition, prepare_encoder,
+                      save_latents)
 
 FLIPS = [(), (0,), (2,), (0, 2)]
 """Flips of a (D, H, W) volume: none, along D, along W, both (the 2D en-face masks flip along 0 and 1)."""
 
 
 def _load_labels(item: dict, size: Sequence[int]) -> dict[str, torch.Tensor]:
-    missing = [k for k in ("label", "artery", "vein") if k not in item]
+    missing = [k for k in LABEL_KEYS if k not in item]
     if missing:
         raise ValueError(f"datalist item {item.get('image', item)} has no {missing} file(s): label-guided training "
                          "needs the layer map and the artery / vein masks "
                          "(scripts/prepare_data.py phantoms writes them)")
-    arrays = {k: torch.from_numpy(load_nifti(item[k])[0].astype("int64")) for k in ("label", "artery", "vein")}
+    arrays = {k: torch.from_numpy(load_nifti(item[k])[0].astype("int64")) for k in LABEL_KEYS}
     check_label_set(arrays["label"], arrays["artery"], arrays["vein"], size, names=item)
     return arrays
 
@@ -68,12 +69,8 @@ def _with_labels(path) -> dict:
 
 def conditional_volume_items(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
     """Conditional Diff_3D items: [{"image": z (c, D', H', W'), "cond": label fractions (15, D', H', W')}, ...]."""
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    lats = [_with_labels(p) for p in paths]
-    for p, lat in zip(paths[1:], lats[1:]):
-        if not torch.isclose(lat["scale_factor"], lats[0]["scale_factor"]):
-            raise ValueError(f"latent file {p} has another scale_factor than {paths[0]}: recompute both")
-    return [{"image": z, "cond": c.float()} for lat in lats for z, c in zip(lat["z"], lat["labels3d"])]
+    return [{"image": z, "cond": c.float()} for lat in load_latent_files(paths, _with_labels)
+            for z, c in zip(lat["z"], lat["labels3d"])]
 
 
 def conditional_slice_items(path: str | os.PathLike, neighbours: int = 0) -> list[dict]:

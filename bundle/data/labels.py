@@ -18,6 +18,8 @@ import torch.nn.functional as F
 NUM_LAYER_CLASSES = 13
 """Layer label values 0..12."""
 VESSEL_KEYS = ("artery", "vein")
+LABEL_KEYS = ("label",) + VESSEL_KEYS
+"""The keys of a label set in requests, datalists and batches."""
 
 
 def label_channels(num_classes: int = NUM_LAYER_CLASSES) -> int:

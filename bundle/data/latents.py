@@ -121,15 +121,22 @@ def load_latents(path: str | os.PathLike) -> dict:
 def volume_items(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
     """Diff_3D (and baseline diffusion) training items: [{"image": z (c, D', H', W')}, ...] from one latent file
     or several (saved with the same scale factor, e.g. a full file plus ``volume_only`` files of more volumes)."""
+    return [{"image": z} for lat in load_latent_files(path) for z in lat["z"]]
+
+
+def load_latent_files(path: str | os.PathLike | Sequence[str | os.PathLike],
+                      load: Callable | None = None) -> list[dict]:
+    """Several latent files (``load``: ``load_latents`` or a stricter reader) that must share one ``scale_factor``,
+    i.e. were encoded with the same NHAE weights; a ValueError names the file that differs."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         raise ValueError("no latent files given")
-    lats = [load_latents(p) for p in paths]
+    lats = [(load or load_latents)(p) for p in paths]
     for p, lat in zip(paths[1:], lats[1:]):
         if not torch.isclose(lat["scale_factor"], lats[0]["scale_factor"]):
             raise ValueError(f"latent file {p} has scale_factor {float(lat['scale_factor']):.4f}, {paths[0]} has "
                              f"{float(lats[0]['scale_factor']):.4f}: recompute both with the same NHAE weights")
-    return [{"image": z} for lat in lats for z in lat["z"]]
+    return lats
 
 
 def latent_scale_factor(path: str | os.PathLike) -> float:

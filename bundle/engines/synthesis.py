@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..data.labels import LABEL_KEYS
+
 
 def prepare_synthesis_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
                             **kwargs) -> tuple[torch.Tensor, None, tuple, dict]:
@@ -19,7 +21,7 @@ def prepare_synthesis_batch(batchdata: dict, device: torch.device | str | None =
         return batchdata["image"], None, (), kwargs
     # label-guided requests (configs/inference_conditional.json): the layer map is also the evaluator's target,
     # so that postprocessing sees it (the evaluator's output "label" would otherwise be None)
-    kwargs["labels"] = {k: batchdata[k] for k in ("label", "artery", "vein") if k in batchdata}
+    kwargs["labels"] = {k: batchdata[k] for k in LABEL_KEYS if k in batchdata}
     return batchdata["image"], batchdata["label"], (), kwargs
 
 

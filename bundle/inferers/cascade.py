@@ -15,9 +15,8 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
+from ..data.labels import LABEL_KEYS
 from .stages import SamplingContext, output_size
-
-LABEL_KEYS = ("label", "artery", "vein")
 
 
 class LabelConditioner:

@@ -6,7 +6,8 @@ segmentation of the en-face projection. Import it in a config with ``$import bun
 
 from .metrics import (AV_CLASSES, LAYER_CLASSES, RETINAL_LAYERS, ClassSubsetDiceMetric, SurfaceMADMetric,
                       boundary_surfaces, label_map)
-from .mixing import find_datalist, mix_dataset, mix_synthetic, read_split, synthetic_items
+from ..data.datalist import find_datalist
+from .mixing import mix_dataset, mix_synthetic, read_split, synthetic_items
 from .report import MetricsReport, per_class
 from .transforms import ARTERY, VEIN, ArteryVeinTargetd, AtomicNibabelWriter, EnFaceProjectiond, LowResolutiond
 

@@ -23,14 +23,7 @@ from torch.utils.data import ConcatDataset, Subset
 
 from ..data.datalist import load_checked_datalist
 
-DATALIST_NAMES = ("datalist.json", "dataset.json")
 
-
-def find_datalist(dataset_dir: str | os.PathLike) -> str:
-    """``dataset_dir/datalist.json``, else ``dataset_dir/dataset.json`` when that exists, else the first
-    (missing) path, so that an error names the file the workflow looked for."""
-    paths = [os.path.join(str(dataset_dir), n) for n in DATALIST_NAMES]
-    return next((p for p in paths if os.path.isfile(p)), paths[0])
 
 
 def read_split(path: str | os.PathLike, split: str, keys: Sequence[str] = ("image",)) -> list[dict]:

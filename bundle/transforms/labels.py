@@ -18,12 +18,10 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from ..data.decathlon import pair_files, write_decathlon_index
-from ..data.labels import check_label_set, phantom_label_set
+from ..data.labels import LABEL_KEYS, check_label_set, phantom_label_set
 from ..io import check_output_dir, check_output_ext, save_png, spacing_affine
 from ..preview import volume_preview
 from .synthesis import save_volume, to_uint8
-
-LABEL_KEYS = ("label", "artery", "vein")
 
 
 def _affine4(affine) -> np.ndarray:
