@@ -13,3 +13,5 @@ __all__ += ["prepare_synthesis_batch", "run_requests"]
 from .finetune import CascadeDiffusionIteration  # noqa: E402
 
 __all__ += ["CascadeDiffusionIteration"]
+from .drgan import DRGANIteration, focal_loss, grade_loss, prepare_mask_batch  # noqa: E402
+__all__ += ["DRGANIteration", "focal_loss", "grade_loss", "prepare_mask_batch"]

@@ -15,3 +15,5 @@ __all__ += ["GenerativeMetrics", "InstanceNoiseSchedule", "LossCurveSaver", "Rec
 from .synthesis import SynthesisLogger  # noqa: E402
 
 __all__ += ["SynthesisLogger"]
+from .drgan import DRGANSampleGrid, DRGANStageSchedule, FitGradeGaussians  # noqa: E402
+__all__ += ["DRGANSampleGrid", "DRGANStageSchedule", "FitGradeGaussians"]

@@ -13,3 +13,7 @@ __all__ = ["CascadedLatentDiffusionInferer", "ConcatDiffusionInferer", "Correlat
            "SamplingContext",
            "SliceRefiner", "SlidingSliceDecoder", "UniaxialSuperResolution", "WhiteNoise", "check_output_size",
            "correlated_noise", "ddim_sample", "ddim_step", "output_size", "refiner_noise"]
+
+from ..drgan_synthesis import DRGANInferer  # noqa: E402
+
+__all__ += ["DRGANInferer"]

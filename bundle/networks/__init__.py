@@ -27,3 +27,5 @@ __all__ += ["GaussianMixturePrior", "fit_vae_prior"]
 from .conditioning import LabelConditionedUNet, LabelEncoder, init_label_conditioned  # noqa: E402
 
 __all__ += ["LabelConditionedUNet", "LabelEncoder", "init_label_conditioned"]
+from .drgan import DRGANGenerator, FundusGrader, MultiScaleDiscriminator  # noqa: E402
+__all__ += ["DRGANGenerator", "FundusGrader", "MultiScaleDiscriminator"]

@@ -69,6 +69,18 @@ class DCGANGenerator(nn.Module):
     generate = forward
 
 
+def strided_discriminator_layers(in_channels: int, channels: Sequence[int], norm: str) -> list[Convolution]:
+    """k4 / s2 / p1 convolutions with LeakyReLU 0.2, ``norm`` on all but the first (the DCGAN and DR-GAN
+    discriminators' trunk)."""
+    act = ("LEAKYRELU", {"negative_slope": 0.2})
+    layers, c_in = [], in_channels
+    for i, c in enumerate(channels):
+        layers.append(Convolution(2, c_in, c, strides=2, kernel_size=4, padding=1, act=act,
+                                  norm=None if i == 0 else norm, bias=i == 0))
+        c_in = c
+    return layers
+
+
 class DCGANDiscriminator(nn.Module):
     """D: image (B, in_channels, S, S) -> real/fake logit (B,), S = 4 * 2**len(channels).
 
@@ -81,14 +93,8 @@ class DCGANDiscriminator(nn.Module):
         if not channels:
             raise ValueError("channels must not be empty")
         self.image_size = 4 * 2 ** len(channels)
-        act = ("LEAKYRELU", {"negative_slope": 0.2})
-        layers, c_in = [], in_channels
-        for i, c in enumerate(channels):
-            layers.append(Convolution(2, c_in, c, strides=2, kernel_size=4, padding=1, act=act,
-                                      norm=None if i == 0 else "BATCH", bias=i == 0))
-            c_in = c
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(c_in, 1, kernel_size=4)
+        self.body = nn.Sequential(*strided_discriminator_layers(in_channels, channels, "BATCH"))
+        self.head = nn.Conv2d(channels[-1], 1, kernel_size=4)
         dcgan_init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,3 +13,5 @@ __all__ += ["SaveSyntheticd", "SynthesisRequestd", "save_volume", "to_uint8", "w
 from .labels import LabelGuidedRequestd, PhantomLabelsd, SaveSyntheticPaird  # noqa: E402
 
 __all__ += ["LabelGuidedRequestd", "PhantomLabelsd", "SaveSyntheticPaird"]
+from .drgan import DRGANRequestd, MaskMapd, SaveDRGANPaird, check_mask_map, read_mask_map  # noqa: E402
+__all__ += ["DRGANRequestd", "MaskMapd", "SaveDRGANPaird", "check_mask_map", "read_mask_map"]

@@ -1,0 +1,240 @@
+"""DR-GAN measurements for the model card (docs/benchmarks/drgan.md has the commands and results).
+
+    python scripts/drgan_experiments.py generate --out out/drgan_eval --per_grade 100
+    python scripts/drgan_experiments.py confusion --samples out/drgan_eval
+    python scripts/drgan_experiments.py quality --samples out/drgan_eval --dcgan out/dcgan_eval
+    python scripts/drgan_experiments.py fidelity --samples out/drgan_test
+    python scripts/drgan_experiments.py augmentation --synthetic out/drgan_aug --seeds 0,1,2
+
+Every command writes its result as JSON (``--output_file``) and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import fire
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bundle.drgan_evaluation import (  # noqa: E402
+    SEGMENTED,
+    grading_scores,
+    load_set,
+    mask_dice,
+    predict_grades,
+    quality_by_grade,
+)
+from bundle.evaluation import list_images, load_images  # noqa: E402
+from bundle.io import save_json  # noqa: E402
+from bundle.networks.drgan import NUM_GRADES  # noqa: E402
+
+CONFIGS = ROOT / "configs"
+
+
+def _parser(files, bundle_root, **over):
+    from monai.bundle import ConfigParser
+
+    p = ConfigParser()
+    p.read_config([str(CONFIGS / f) for f in files])
+    p["bundle_root"] = str(bundle_root)
+    for k, v in over.items():
+        p[k] = v
+    return p
+
+
+def _networks(bundle_root=ROOT, models_dir=None):
+    over = {"models_dir": str(models_dir)} if models_dir else {}
+    p = _parser(["inference_drgan.json"], bundle_root, **over)
+    return p.get_parsed_content("network"), p.get_parsed_content("grader")
+
+
+def _write(result, output_file):
+    if output_file:
+        save_json(result, output_file)
+        print(f"wrote {output_file}")
+
+
+def run_inference(models_dir=None, **over):
+    """Run configs/inference_drgan.json (the MONAI workflow) with overrides, e.g. output_dir, grade, num_samples."""
+    from monai.bundle import ConfigWorkflow
+
+    if models_dir:
+        over["models_dir"] = str(models_dir)
+    wf = ConfigWorkflow(config_file=str(CONFIGS / "inference_drgan.json"), workflow_type="infer",
+                        meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
+                        bundle_root=str(ROOT), **over)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+
+
+def generate(out, per_grade=100, seed=100000, grades="0,1,2,3,4", mask_dir=None, batch_size=8, models_dir=None):
+    """``per_grade`` DR-GAN images for each requested grade into OUT/grade<g>/ (fresh phantom masks drawn
+    at that grade, or the masks of ``mask_dir``); seeds seed + 10000 g + i."""
+    for g in [int(x) for x in str(grades).split(",")]:
+        run_inference(models_dir, output_dir=str(Path(out) / f"grade{g}"), num_samples=per_grade,
+                      seed=int(seed) + 10000 * g, grade=g, mask_dir=mask_dir, batch_size=batch_size)
+
+
+def _grade_folders(samples):
+    folders = sorted(Path(samples).glob("grade[0-4]"))
+    if not folders:
+        raise ValueError(f"{samples} has no grade<g> folders (scripts/drgan_experiments.py generate)")
+    return [(int(f.name[-1]), f) for f in folders]
+
+
+def confusion(samples, output_file=None, models_dir=None):
+    """Requested vs predicted grade of the samples in SAMPLES/grade<g>/, by the DR grader (and, as a
+    second opinion trained separately, the fundus feature net's grade logits)."""
+    from bundle.networks import FundusFeatureNet, load_weights
+
+    _, grader = _networks(models_dir=models_dir)
+    feat = load_weights(FundusFeatureNet(), ROOT / "models" / "fundus" / "fundus_features.pt").eval()
+    req, pred, pred2 = [], [], []
+    for g, folder in _grade_folders(samples):
+        imgs = load_images(list_images(folder / "datalist.json", "training"), 256)
+        req += [g] * len(imgs)
+        pred += predict_grades(grader, imgs).tolist()
+        with torch.no_grad():
+            small = torch.nn.functional.interpolate(imgs, size=(128, 128), mode="area")
+            pred2 += torch.cat([feat(small[i : i + 64])[:, :5].argmax(1) for i in range(0, len(small), 64)]).tolist()
+    result = {"grader": grading_scores(req, pred), "feature_net": grading_scores(req, pred2),
+              "samples": str(samples), "n": len(req)}
+    m = np.array(result["grader"]["confusion"])
+    print("requested \\ predicted | " + " | ".join(str(i) for i in range(NUM_GRADES)) + " | predicted as requested")
+    for i in range(NUM_GRADES):
+        if m[i].sum():
+            print(f"{i} | " + " | ".join(str(v) for v in m[i]) + f" | {m[i, i] / m[i].sum():.2f}")
+    print(f"grader: accuracy {result['grader']['accuracy']:.3f}, kappa {result['grader']['kappa']:.3f}; "
+          f"feature net: accuracy {result['feature_net']['accuracy']:.3f}")
+    _write(result, output_file)
+    return result
+
+
+def quality(samples, dcgan=None, real=str(ROOT / "data" / "fundus256" / "datalist.json"), real_split="test", size=128,
+            seeds="0,1", output_file=None, models_dir=None):
+    """FD (domain features) and SWD per grade at SIZE x SIZE: DR-GAN samples (SAMPLES/grade<g>/) and, with
+    ``dcgan``, a folder of DCGAN samples binned by the DR grader's predicted grade, against the real split."""
+    from bundle.networks import FundusFeatureNet, load_weights
+
+    feat = load_weights(FundusFeatureNet(), ROOT / "models" / "fundus" / "fundus_features.pt").eval()
+    _, grader = _networks(models_dir=models_dir)
+    real_imgs, _, real_grades = load_set(real, real_split, size)
+    sets = {}
+    fake, fg = [], []
+    for g, folder in _grade_folders(samples):
+        imgs = load_images(list_images(folder / "datalist.json", "training"), size)
+        fake.append(imgs)
+        fg += [g] * len(imgs)
+    sets["DR-GAN"] = (torch.cat(fake), fg)
+    if dcgan:
+        d = load_images(list_images(dcgan), size)
+        sets["DCGAN"] = (d, predict_grades(grader, d).tolist())
+    result = {"size": size, "real": str(real), "real_split": real_split, "seeds": {}}
+    for s in [int(x) for x in str(seeds).split(",")]:
+        result["seeds"][s] = {name: quality_by_grade(real_imgs, real_grades, x, g, feat, seed=s)
+                              for name, (x, g) in sets.items()}
+    keys = [str(g) for g in range(NUM_GRADES)] + ["all"]
+    print("set | metric | " + " | ".join(f"grade {k}" if k != "all" else "all" for k in keys))
+    for name in sets:
+        for metric in ("fd", "swd"):
+            cells = []
+            for k in keys:
+                vals = [r[name][k][metric] for r in result["seeds"].values() if k in r[name]]
+                sd = np.std(vals, ddof=1) if len(vals) > 1 else 0.0
+                cells.append(f"{np.mean(vals):.1f} ± {sd:.1f}" if vals else "-")
+            print(f"{name} | {metric} | " + " | ".join(cells))
+    _write(result, output_file)
+    return result
+
+
+def fidelity(samples, real=str(ROOT / "data" / "fundus256" / "datalist.json"), real_split="test", output_file=None,
+             weights=str(ROOT / "models" / "evaluation" / "fundus_segmentation.pt")):
+    """Dice between the fundus segmenter's output and the masks, on the real split and on DR-GAN images
+    made from masks (SAMPLES: an inference_drgan.json output folder, e.g. from ``--mask_dir REAL``)."""
+    from bundle.networks import load_weights
+
+    p = _parser(["inference_drgan.json", "fundus_common.json", "train_fundus_segmentation.json"], ROOT)
+    seg = load_weights(p.get_parsed_content("segmentation_def"), weights,
+                       "train it with configs/train_fundus_segmentation.json").eval()
+    ri, rm, _ = load_set(real, real_split, 256)
+    si, sm, _ = load_set(Path(samples) / "datalist.json", "training", 256)
+    result = {"real": mask_dice(seg, ri, rm), "drgan": mask_dice(seg, si, sm), "n_real": len(ri), "n_drgan": len(si)}
+    print("images | " + " | ".join(SEGMENTED))
+    for k in ("real", "drgan"):
+        print(f"{k} | " + " | ".join(f"{result[k][c]:.3f}" for c in SEGMENTED))
+    _write(result, output_file)
+    return result
+
+
+def _train_grader(train_items, seed, iterations, run_dir, batch_size=32):
+    from monai.bundle import ConfigWorkflow
+
+    epochs = max(1, int(np.ceil(iterations / max(len(train_items) // batch_size, 1))))
+    wf = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in
+                                     ("inference_drgan.json", "fundus_common.json", "train_drgan_grader.json")],
+                        workflow_type="train", meta_file=str(CONFIGS / "metadata.json"),
+                        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(ROOT), resume=False, seed=seed,
+                        max_epochs=epochs, batch_size=batch_size, run_dir=str(run_dir),
+                        drgan_grader_weights=str(Path(run_dir) / "grader.pt"))
+    wf.initialize()
+    wf.parser["fundus_train_datalist"] = train_items
+    wf.parser["+train#handlers"] = []
+    hs = [h for h in wf.parser["train#handlers"] if "ValidationHandler" not in h.get("_target_", "")
+          and "FitGradeGaussians" not in h.get("_target_", "")]
+    wf.parser["train#handlers"] = hs
+    wf.parser.parse()
+    wf.parser.get_parsed_content("initialize")
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.run()
+    return wf.parser.get_parsed_content("network")
+
+
+def augmentation(synthetic, real=str(ROOT / "data" / "fundus256" / "datalist.json"), real_count=240, seeds="0,1,2",
+                 iterations=150, output_file=None, work_dir=str(ROOT / "runs" / "drgan_augmentation")):
+    """The grader trained on ``real_count`` real training images (stratified) vs the same + the
+    grade-balanced synthetic pairs of SYNTHETIC (grade<g>/ folders), the same number of iterations,
+    tested on the real test split: accuracy, quadratic weighted kappa, per-grade TPR, per seed."""
+    from bundle.data.datalist import load_checked_datalist
+
+    items = load_checked_datalist(real, "training")
+    rng = np.random.default_rng(0)
+    by_grade = {g: [it for it in items if int(it["grade"]) == g] for g in range(NUM_GRADES)}
+    frac = real_count / len(items)
+    subset = []
+    for g, its in by_grade.items():
+        k = max(2, int(round(frac * len(its))))
+        subset += [its[i] for i in rng.permutation(len(its))[:k]]
+    synth = []
+    for _, folder in _grade_folders(synthetic):
+        synth += load_checked_datalist(folder / "datalist.json", "training")
+    test_imgs, _, test_grades = load_set(real, "test", 256)
+    result = {"real_count": len(subset), "synthetic_count": len(synth), "iterations": iterations,
+              "real_grades": np.bincount([int(i["grade"]) for i in subset], minlength=5).tolist(), "runs": {}}
+    for arm, train in (("real", subset), ("real+synthetic", subset + synth)):
+        for s in [int(x) for x in str(seeds).split(",")]:
+            net = _train_grader(train, s, iterations, Path(work_dir) / f"{arm}_seed{s}")
+            sc = grading_scores(test_grades, predict_grades(net, test_imgs))
+            result["runs"].setdefault(arm, {})[s] = sc
+            print(f"{arm} seed {s}: accuracy {sc['accuracy']:.3f} kappa {sc['kappa']:.3f} "
+                  f"TPR {[round(t, 2) for t in sc['tpr']]}", flush=True)
+            _write(result, output_file)
+    for arm, runs in result["runs"].items():
+        acc = [r["accuracy"] for r in runs.values()]
+        kap = [r["kappa"] for r in runs.values()]
+        tpr = np.array([r["tpr"] for r in runs.values()])
+        print(f"{arm} | {np.mean(acc):.3f} ± {np.std(acc, ddof=1):.3f} | "
+              f"{np.mean(kap):.3f} ± {np.std(kap, ddof=1):.3f} | " + " | ".join(f"{m:.2f}" for m in np.nanmean(tpr, 0)))
+    return result
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RETINA_NO_PROGRESS", "1")
+    fire.Fire({"generate": generate, "confusion": confusion, "quality": quality, "fidelity": fidelity,
+               "augmentation": augmentation})
