@@ -124,6 +124,52 @@ def synthesis_worker(model: str, size: tuple[int, int, int], steps: int, seed: i
             "output_shape": list(out.shape), "threads": torch.get_num_threads()}
 
 
+def drgan_worker(size: int, mode: str, batch_size: int = 1, repeats: int = 2, overlay: str | None = None) -> dict:
+    """DR-GAN at ``size`` x ``size`` with the shipped widths (or an overlay's), random weights: seconds per
+    image of inference (``mode="infer"``, generator only) or of one training iteration (``"train"``: both
+    discriminator and generator steps with the grader's perceptual term), after one warm-up; peak RSS."""
+    from monai.bundle import ConfigParser
+    from types import SimpleNamespace
+
+    from .engines.drgan import DRGANIteration
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = ConfigParser()
+    p.read_config([os.path.join(root, "configs", f) for f in ["inference_drgan.json"] + ([overlay] if overlay else [])])
+    p["drgan_size"] = int(size)
+    torch.manual_seed(0)
+    g, d = p.get_parsed_content("drgan_generator_def"), p.get_parsed_content("drgan_discriminator_def")
+    grader = p.get_parsed_content("drgan_grader_def")
+    grader.fit_grade_gaussians(torch.randn(10, grader.feature_size), torch.arange(10) % 5)
+    masks = (torch.rand(batch_size, 9, size, size) > 0.9).float()
+    batch = {"image": torch.rand(batch_size, 3, size, size) * 2 - 1, "mask": masks,
+             "grade": torch.arange(batch_size) % 5}
+    if mode == "train":
+        it = DRGANIteration(d, torch.optim.Adam(d.parameters(), 1e-4), grader)
+        eng = SimpleNamespace(network=g, optimizer=torch.optim.Adam(g.parameters(), 1e-4),
+                              state=SimpleNamespace(device="cpu"))
+        step = lambda: it(eng, batch)  # noqa: E731
+    elif mode == "infer":
+        g.eval()
+        code = grader.sample_code(batch["grade"])
+
+        def step():
+            with torch.no_grad():
+                g(masks, code)
+    else:
+        raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+    baseline = _rss_mb()
+    step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    seconds = (time.perf_counter() - t0) / repeats / batch_size
+    return {"benchmark": "drgan", "mode": mode, "size": int(size), "batch_size": int(batch_size),
+            "seconds_per_image": round(seconds, 3), "peak_rss_mb": round(_rss_mb(), 1),
+            "baseline_rss_mb": round(baseline, 1), "threads": torch.get_num_threads(), "overlay": overlay,
+            "generator_params_m": round(sum(q.numel() for q in g.parameters()) / 1e6, 2)}
+
+
 def run_in_fresh_process(args: list[str], memory_limit_gb: float | None = None, timeout: float | None = None) -> dict:
     """Run ``python -m bundle.benchmarks ARGS`` and parse its last JSON line; report OOM / failure as such."""
     def _limit():
@@ -149,6 +195,10 @@ if __name__ == "__main__":
     # worker entries: python -m bundle.benchmarks decode D,H,W MODEL MODE CHUNK
     #                 python -m bundle.benchmarks synthesis D,H,W MODEL STEPS
     kind, size = sys.argv[1:3]
+    if kind == "drgan":  # python -m bundle.benchmarks drgan SIZE MODE BATCH [OVERLAY]
+        print(json.dumps(drgan_worker(int(size), sys.argv[3], int(sys.argv[4]),
+                                      overlay=sys.argv[5] if len(sys.argv) > 5 else None)))
+        raise SystemExit(0)
     dims = tuple(int(s) for s in size.split(","))
     if kind == "decode":
         print(json.dumps(decode_worker(dims, sys.argv[3], sys.argv[4], int(sys.argv[5]))))

@@ -136,5 +136,26 @@ def memory(sizes="64,128,256,512", models="caldm,ldm3d,medical_diffusion", steps
         save_png(np.asarray(img), out_png)
 
 
+def drgan(sizes="256,640", modes="infer,train", batch_size=1, overlay=None, memory_limit_gb=20.0,
+          out_jsonl="docs/benchmarks/drgan_speed.jsonl"):
+    """DR-GAN seconds per image and peak RSS for inference and one training iteration per size (fresh process
+    each, random weights, the shipped widths or OVERLAY's); appends JSON lines to OUT_JSONL, prints a table."""
+    rows = []
+    for s in _list(sizes, int):
+        for m in _list(modes):
+            args = ["drgan", str(s), m, str(int(batch_size))] + ([overlay] if overlay else [])
+            r = run_in_fresh_process(args, memory_limit_gb)
+            r.update(size=s, mode=m)
+            rows.append(r)
+            if out_jsonl:
+                with open(out_jsonl, "a") as f:
+                    f.write(jsonlib.dumps(r) + "\n")
+    print("| size | mode | s / image | peak RSS |\n|---|---|---|---|")
+    for r in rows:
+        cell = (f"{r['seconds_per_image']:.2f} | {r['peak_rss_mb'] / 1024:.2f} GB" if r["status"] == "ok"
+                else f"{r['status']} | -")
+        print(f"| {r['size']} | {r['mode']} | {cell} |")
+
+
 if __name__ == "__main__":
-    fire.Fire({"phantom": phantom, "decode": decode, "memory": memory})
+    fire.Fire({"phantom": phantom, "decode": decode, "memory": memory, "drgan": drgan})

@@ -31,7 +31,7 @@ from bundle.drgan_evaluation import (  # noqa: E402
     quality_by_grade,
 )
 from bundle.evaluation import list_images, load_images  # noqa: E402
-from bundle.io import save_json  # noqa: E402
+from bundle.io import save_json, save_png  # noqa: E402
 from bundle.networks.drgan import NUM_GRADES  # noqa: E402
 
 CONFIGS = ROOT / "configs"
@@ -234,7 +234,124 @@ def augmentation(synthetic, real=str(ROOT / "data" / "fundus256" / "datalist.jso
     return result
 
 
+ABLATIONS = {"no_lesions": {"use_lesions": False}, "no_agm": {"grading_code": "onehot"},
+             "no_perceptual": {"perceptual_weight": 0.0}, "no_d_classification": {"d_classify": False}}
+
+
+def _train_variant(name, epochs, over):
+    from monai.bundle import ConfigWorkflow
+
+    stage = f"drgan_ablation_{name}"
+    wf = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in
+                                     ("inference_drgan.json", "fundus_common.json", "train_drgan.json")],
+                        workflow_type="train", meta_file=str(CONFIGS / "metadata.json"),
+                        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(ROOT), stage=stage,
+                        max_epochs=epochs, global_epochs=epochs,
+                        drgan_generator_weights=str(ROOT / "runs" / stage / "generator.pt"), **over)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return ROOT / "runs" / stage / "generator.pt"
+
+
+def _phantom_set(grades, seed):
+    """Mask maps (N, 9, 256, 256) of fresh phantoms at ``grades``, seeds seed + i."""
+    from bundle.transforms.drgan import phantom_masks
+
+    return torch.stack([torch.from_numpy(phantom_masks(256, int(seed) + i, int(g))[0]) for i, g in enumerate(grades)])
+
+
+@torch.no_grad()
+def _global_samples(generator, grader, masks, grades, seed, use_lesions=True, onehot=False):
+    """Half-resolution (G_m) images for ``masks`` at ``grades``, one seed per sample (seed + i)."""
+    from bundle.drgan_synthesis import sample_inputs
+    from bundle.engines.drgan import LESION_CHANNELS
+    from bundle.networks.drgan import onehot_code
+
+    generator.eval().set_stage("global")
+    out = []
+    for i, g in enumerate(grades):
+        s = int(seed) + i
+        m = masks[i : i + 1].clone()
+        if not use_lesions:
+            m[:, LESION_CHANNELS] = 0
+        code, noise = sample_inputs(generator, grader, [int(g)], [s], m.shape[-1])
+        if onehot:
+            code = onehot_code(torch.tensor([int(g)]), generator.code_size)
+        out.append(generator(m, code, noise))
+    return torch.cat(out)
+
+
+def ablation(variants=",".join(ABLATIONS), epochs=4, per_grade=40, seeds="300000,400000",
+             full_checkpoint=str(ROOT / "runs" / "drgan_keep" / "drgan_checkpoint_epoch=4.pt"), output_file=None,
+             real=str(ROOT / "data" / "fundus256" / "datalist.json")):
+    """Table II in miniature: each variant trained like the default for EPOCHS epochs of the global stage
+    (G_m, 128 x 128 output), against the default's checkpoint after the same iterations; FD / SWD against
+    the real test split at 128 and the grader's accuracy on the requested grades, for 2 sample seeds."""
+    from bundle.networks import FundusFeatureNet, load_weights
+
+    net, grader = _networks()
+    feat = load_weights(FundusFeatureNet(), ROOT / "models" / "fundus" / "fundus_features.pt").eval()
+    real_imgs, _, real_grades = load_set(real, "test", 128)
+    grades = [g for g in range(NUM_GRADES) for _ in range(int(per_grade))]
+    result = {"epochs": epochs, "per_grade": per_grade, "variants": {}}
+    names = ["full"] + [v for v in str(variants).split(",") if v]
+    seeds = [int(x) for x in str(seeds).split(",")]
+    mask_sets = {s: _phantom_set(grades, s) for s in seeds}
+    for name in names:
+        if name == "full":
+            net.load_state_dict(torch.load(full_checkpoint, map_location="cpu", weights_only=True)["generator"])
+            over = {}
+        else:
+            over = ABLATIONS[name]
+            path = ROOT / "runs" / f"drgan_ablation_{name}" / "generator.pt"
+            if not path.is_file():
+                path = _train_variant(name, epochs, over)
+            load_weights(net, path)
+        rows = {}
+        for s in seeds:
+            x = _global_samples(net, grader, mask_sets[s], grades, s, over.get("use_lesions", True),
+                                over.get("grading_code") == "onehot")
+            q = quality_by_grade(real_imgs, real_grades, x, grades, feat, seed=s)["all"]
+            acc = grading_scores(grades, predict_grades(grader, x))
+            rows[s] = {"fd": q["fd"], "swd": q["swd"], "grade_accuracy": acc["accuracy"], "kappa": acc["kappa"]}
+            print(name, s, rows[s], flush=True)
+        result["variants"][name] = rows
+        _write(result, output_file)
+    print("variant | FD | SWD x1e3 | grade accuracy | kappa")
+    for name, rows in result["variants"].items():
+        cells = []
+        for k in ("fd", "swd", "grade_accuracy", "kappa"):
+            v = [r[k] for r in rows.values()]
+            cells.append(f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}")
+        print(f"{name} | " + " | ".join(cells))
+    return result
+
+
+def figure(samples, out="docs/figures/drgan_grades.png", per_grade=6, real=None):
+    """One row per grade of SAMPLES/grade<g>/ (the first PER_GRADE images), above a row of REAL images
+    (a datalist's test split, first per grade) when given."""
+    from bundle.preview import image_grid
+
+    rows = []
+    for _, folder in _grade_folders(samples):
+        rows.append(load_images(list_images(folder / "datalist.json", "training")[:per_grade], 256))
+    if real:
+        files, _, grades = load_pairs_files(real)
+        pick = [files[grades.index(g)] for g in range(NUM_GRADES) if g in grades][:per_grade]
+        rows.append(load_images(pick, 256))
+    save_png(image_grid(torch.cat(rows), nrow=per_grade), out)
+    print(f"wrote {out}")
+
+
+def load_pairs_files(datalist, split="test"):
+    from bundle.drgan_evaluation import load_pairs
+
+    return load_pairs(datalist, split)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("RETINA_NO_PROGRESS", "1")
     fire.Fire({"generate": generate, "confusion": confusion, "quality": quality, "fidelity": fidelity,
-               "augmentation": augmentation})
+               "augmentation": augmentation, "figure": figure,
+               "ablation": ablation})
