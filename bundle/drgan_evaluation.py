@@ -67,14 +67,16 @@ def grading_scores(true, pred, n: int = NUM_GRADES) -> dict:
 def quality_by_grade(real: torch.Tensor, real_grades, fake: torch.Tensor, fake_grades, feature_net: torch.nn.Module,
                      seed: int = 0) -> dict:
     """FD on domain features and SWD (x1e3) per grade and over all images; grades with fewer than 2
-    images on either side are skipped."""
+    images on either side are skipped. ``fake_grades`` None (an unconditional model): every fake image
+    is compared with each grade's real images."""
     feature_net.eval()
-    rg, fg = torch.as_tensor(real_grades), torch.as_tensor(fake_grades)
+    rg = torch.as_tensor(real_grades)
+    fg = torch.full((len(fake),), -1) if fake_grades is None else torch.as_tensor(fake_grades)
     fr, ff = batched_features(feature_net, real), batched_features(feature_net, fake)
     out = {}
     for g in list(range(NUM_GRADES)) + ["all"]:
         ri = torch.ones_like(rg, dtype=torch.bool) if g == "all" else rg == g
-        fi = torch.ones_like(fg, dtype=torch.bool) if g == "all" else fg == g
+        fi = torch.ones_like(fg, dtype=torch.bool) if g == "all" or fake_grades is None else fg == g
         if ri.sum() < 2 or fi.sum() < 2:
             continue
         out[str(g)] = {"n_real": int(ri.sum()), "n_fake": int(fi.sum()), "fd": frechet_distance(ff[fi], fr[ri]),

@@ -11,6 +11,7 @@ Every command writes its result as JSON (``--output_file``) and prints a markdow
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,15 @@ from bundle.io import save_json, save_png  # noqa: E402
 from bundle.networks.drgan import NUM_GRADES  # noqa: E402
 
 CONFIGS = ROOT / "configs"
+
+
+def _items(value) -> list[str]:
+    """A comma-separated string or the tuple / list fire makes of "a,b" -> list of strings."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [v for v in str(value).split(",") if v]
 
 
 def _parser(files, bundle_root, **over):
@@ -77,7 +87,7 @@ def run_inference(models_dir=None, **over):
 def generate(out, per_grade=100, seed=100000, grades="0,1,2,3,4", mask_dir=None, batch_size=8, models_dir=None):
     """``per_grade`` DR-GAN images for each requested grade into OUT/grade<g>/ (fresh phantom masks drawn
     at that grade, or the masks of ``mask_dir``); seeds seed + 10000 g + i."""
-    for g in [int(x) for x in str(grades).split(",")]:
+    for g in [int(x) for x in _items(grades)]:
         run_inference(models_dir, output_dir=str(Path(out) / f"grade{g}"), num_samples=per_grade,
                       seed=int(seed) + 10000 * g, grade=g, mask_dir=mask_dir, batch_size=batch_size)
 
@@ -89,23 +99,34 @@ def _grade_folders(samples):
     return [(int(f.name[-1]), f) for f in folders]
 
 
-def confusion(samples, output_file=None, models_dir=None):
+def confusion(samples, real=str(ROOT / "data" / "fundus256" / "datalist.json"), output_file=None, models_dir=None):
     """Requested vs predicted grade of the samples in SAMPLES/grade<g>/, by the DR grader (and, as a
-    second opinion trained separately, the fundus feature net's grade logits)."""
+    second opinion trained separately, the fundus feature net's grade logits); the same two graders on
+    the real test split of REAL as the reference."""
     from bundle.networks import FundusFeatureNet, load_weights
 
     _, grader = _networks(models_dir=models_dir)
     feat = load_weights(FundusFeatureNet(), ROOT / "models" / "fundus" / "fundus_features.pt").eval()
+
+    @torch.no_grad()
+    def feat_grades(imgs):
+        small = torch.nn.functional.interpolate(imgs, size=(128, 128), mode="area")
+        return torch.cat([feat(small[i : i + 64])[:, :5].argmax(1) for i in range(0, len(small), 64)]).tolist()
+
     req, pred, pred2 = [], [], []
     for g, folder in _grade_folders(samples):
         imgs = load_images(list_images(folder / "datalist.json", "training"), 256)
         req += [g] * len(imgs)
         pred += predict_grades(grader, imgs).tolist()
-        with torch.no_grad():
-            small = torch.nn.functional.interpolate(imgs, size=(128, 128), mode="area")
-            pred2 += torch.cat([feat(small[i : i + 64])[:, :5].argmax(1) for i in range(0, len(small), 64)]).tolist()
+        pred2 += feat_grades(imgs)
     result = {"grader": grading_scores(req, pred), "feature_net": grading_scores(req, pred2),
               "samples": str(samples), "n": len(req)}
+    if real:
+        ri, _, rg = load_set(real, "test", 256)
+        result["real_grader"] = grading_scores(rg, predict_grades(grader, ri).tolist())
+        result["real_feature_net"] = grading_scores(rg, feat_grades(ri))
+        print(f"on the real test split: grader accuracy {result['real_grader']['accuracy']:.3f}, "
+              f"feature net {result['real_feature_net']['accuracy']:.3f}")
     m = np.array(result["grader"]["confusion"])
     print("requested \\ predicted | " + " | ".join(str(i) for i in range(NUM_GRADES)) + " | predicted as requested")
     for i in range(NUM_GRADES):
@@ -118,37 +139,44 @@ def confusion(samples, output_file=None, models_dir=None):
 
 
 def quality(samples, dcgan=None, real=str(ROOT / "data" / "fundus256" / "datalist.json"), real_split="test", size=128,
-            seeds="0,1", output_file=None, models_dir=None):
-    """FD (domain features) and SWD per grade at SIZE x SIZE: DR-GAN samples (SAMPLES/grade<g>/) and, with
-    ``dcgan``, a folder of DCGAN samples binned by the DR grader's predicted grade, against the real split."""
+            floor_per_grade=100, output_file=None):
+    """FD (domain features) and SWD per grade at SIZE x SIZE against the real split's images of that grade.
+
+    SAMPLES: comma-separated DR-GAN draws (folders with grade<g>/ from ``generate``), each a draw; DCGAN:
+    comma-separated folders of DCGAN samples (one per draw), which cannot be asked for a grade, so all of
+    a draw's images are compared with each grade's real images. The floor: FLOOR_PER_GRADE real training
+    images per grade (the finite-sample value of a perfect model)."""
+    from bundle.drgan_evaluation import load_pairs
     from bundle.networks import FundusFeatureNet, load_weights
 
     feat = load_weights(FundusFeatureNet(), ROOT / "models" / "fundus" / "fundus_features.pt").eval()
-    _, grader = _networks(models_dir=models_dir)
     real_imgs, _, real_grades = load_set(real, real_split, size)
-    sets = {}
-    fake, fg = [], []
-    for g, folder in _grade_folders(samples):
-        imgs = load_images(list_images(folder / "datalist.json", "training"), size)
-        fake.append(imgs)
-        fg += [g] * len(imgs)
-    sets["DR-GAN"] = (torch.cat(fake), fg)
-    if dcgan:
-        d = load_images(list_images(dcgan), size)
-        sets["DCGAN"] = (d, predict_grades(grader, d).tolist())
-    result = {"size": size, "real": str(real), "real_split": real_split, "seeds": {}}
-    for s in [int(x) for x in str(seeds).split(",")]:
-        result["seeds"][s] = {name: quality_by_grade(real_imgs, real_grades, x, g, feat, seed=s)
-                              for name, (x, g) in sets.items()}
+    draws = {}
+    for folder in _items(samples):
+        fake, fg = [], []
+        for g, sub in _grade_folders(folder):
+            imgs = load_images(list_images(sub / "datalist.json", "training"), size)
+            fake.append(imgs)
+            fg += [g] * len(imgs)
+        draws.setdefault("DR-GAN", []).append((torch.cat(fake), fg))
+    for folder in _items(dcgan):
+        draws.setdefault("DCGAN", []).append((load_images(list_images(folder), size), None))
+    files, _, grades = load_pairs(real, "training")
+    pick = [i for g in range(NUM_GRADES) for i in [j for j, x in enumerate(grades) if x == g][: int(floor_per_grade)]]
+    draws["floor (real training images)"] = [(load_images([files[i] for i in pick], size), [grades[i] for i in pick])]
+    result = {"size": size, "real": str(real), "real_split": real_split, "samples": str(samples),
+              "dcgan": str(dcgan), "sets": {}}
+    for name, sets in draws.items():
+        result["sets"][name] = [quality_by_grade(real_imgs, real_grades, x, g, feat) for x, g in sets]
     keys = [str(g) for g in range(NUM_GRADES)] + ["all"]
     print("set | metric | " + " | ".join(f"grade {k}" if k != "all" else "all" for k in keys))
-    for name in sets:
+    for name, runs in result["sets"].items():
         for metric in ("fd", "swd"):
             cells = []
             for k in keys:
-                vals = [r[name][k][metric] for r in result["seeds"].values() if k in r[name]]
-                sd = np.std(vals, ddof=1) if len(vals) > 1 else 0.0
-                cells.append(f"{np.mean(vals):.1f} ± {sd:.1f}" if vals else "-")
+                vals = [r[k][metric] for r in runs if k in r]
+                sd = f" ± {np.std(vals, ddof=1):.1f}" if len(vals) > 1 else ""
+                cells.append(f"{np.mean(vals):.1f}{sd}" if vals else "-")
             print(f"{name} | {metric} | " + " | ".join(cells))
     _write(result, output_file)
     return result
@@ -185,7 +213,6 @@ def _train_grader(train_items, seed, iterations, run_dir, batch_size=32):
                         drgan_grader_weights=str(Path(run_dir) / "grader.pt"))
     wf.initialize()
     wf.parser["fundus_train_datalist"] = train_items
-    wf.parser["+train#handlers"] = []
     hs = [h for h in wf.parser["train#handlers"] if "ValidationHandler" not in h.get("_target_", "")
           and "FitGradeGaussians" not in h.get("_target_", "")]
     wf.parser["train#handlers"] = hs
@@ -212,13 +239,19 @@ def augmentation(synthetic, real=str(ROOT / "data" / "fundus256" / "datalist.jso
         k = max(2, int(round(frac * len(its))))
         subset += [its[i] for i in rng.permutation(len(its))[:k]]
     synth = []
-    for _, folder in _grade_folders(synthetic):
-        synth += load_checked_datalist(folder / "datalist.json", "training")
+    for _, folder in _grade_folders(synthetic):  # the real entries' keys only, so that batches collate
+        synth += [{k: it[k] for k in ("image", "grade", "label")}
+                  for it in load_checked_datalist(folder / "datalist.json", "training")]
     test_imgs, _, test_grades = load_set(real, "test", 256)
     result = {"real_count": len(subset), "synthetic_count": len(synth), "iterations": iterations,
               "real_grades": np.bincount([int(i["grade"]) for i in subset], minlength=5).tolist(), "runs": {}}
+    if output_file and Path(output_file).is_file():  # a rerun keeps the runs already done
+        result["runs"] = {arm: {int(k): v for k, v in runs.items()}
+                          for arm, runs in json.loads(Path(output_file).read_text()).get("runs", {}).items()}
     for arm, train in (("real", subset), ("real+synthetic", subset + synth)):
-        for s in [int(x) for x in str(seeds).split(",")]:
+        for s in [int(x) for x in _items(seeds)]:
+            if s in result["runs"].get(arm, {}):
+                continue
             net = _train_grader(train, s, iterations, Path(work_dir) / f"{arm}_seed{s}")
             sc = grading_scores(test_grades, predict_grades(net, test_imgs))
             result["runs"].setdefault(arm, {})[s] = sc
@@ -295,8 +328,8 @@ def ablation(variants=",".join(ABLATIONS), epochs=4, per_grade=40, seeds="300000
     real_imgs, _, real_grades = load_set(real, "test", 128)
     grades = [g for g in range(NUM_GRADES) for _ in range(int(per_grade))]
     result = {"epochs": epochs, "per_grade": per_grade, "variants": {}}
-    names = ["full"] + [v for v in str(variants).split(",") if v]
-    seeds = [int(x) for x in str(seeds).split(",")]
+    names = ["full"] + _items(variants)
+    seeds = [int(x) for x in _items(seeds)]
     mask_sets = {s: _phantom_set(grades, s) for s in seeds}
     for name in names:
         if name == "full":
@@ -328,19 +361,35 @@ def ablation(variants=",".join(ABLATIONS), epochs=4, per_grade=40, seeds="300000
     return result
 
 
-def figure(samples, out="docs/figures/drgan_grades.png", per_grade=6, real=None):
+def figure(samples, out="docs/figures/drgan_grades.png", per_grade=6, real=None, size=160):
     """One row per grade of SAMPLES/grade<g>/ (the first PER_GRADE images), above a row of REAL images
     (a datalist's test split, first per grade) when given."""
     from bundle.preview import image_grid
 
     rows = []
     for _, folder in _grade_folders(samples):
-        rows.append(load_images(list_images(folder / "datalist.json", "training")[:per_grade], 256))
+        rows.append(load_images(list_images(folder / "datalist.json", "training")[:per_grade], size))
     if real:
         files, _, grades = load_pairs_files(real)
         pick = [files[grades.index(g)] for g in range(NUM_GRADES) if g in grades][:per_grade]
-        rows.append(load_images(pick, 256))
+        rows.append(load_images(pick, size))
     save_png(image_grid(torch.cat(rows), nrow=per_grade), out)
+    print(f"wrote {out}")
+
+
+def pairs_figure(samples, out="docs/figures/drgan_pairs.png", n=6, size=192):
+    """DR-GAN images made from a real set's masks (SAMPLES: inference output with ``--mask_dir DATALIST``),
+    first N, above the real images those masks belong to."""
+    from bundle.data.datalist import load_checked_datalist
+    from bundle.preview import image_grid
+
+    items = load_checked_datalist(Path(samples) / "datalist.json", "training")[: int(n)]
+    real = []
+    for it in items:
+        stem = Path(it["masks_from"])
+        real.append(str(stem.parent.parent / "images" / f"{stem.name}.png"))
+    x = torch.cat([load_images([it["image"] for it in items], size), load_images(real, size)])
+    save_png(image_grid(x, nrow=int(n)), out)
     print(f"wrote {out}")
 
 
@@ -353,5 +402,5 @@ def load_pairs_files(datalist, split="test"):
 if __name__ == "__main__":
     os.environ.setdefault("RETINA_NO_PROGRESS", "1")
     fire.Fire({"generate": generate, "confusion": confusion, "quality": quality, "fidelity": fidelity,
-               "augmentation": augmentation, "figure": figure,
+               "augmentation": augmentation, "figure": figure, "pairs_figure": pairs_figure,
                "ablation": ablation})
