@@ -237,7 +237,7 @@ def augmentation(synthetic, real=str(ROOT / "data" / "fundus256" / "datalist.jso
     subset = []
     for g, its in by_grade.items():
         k = max(2, int(round(frac * len(its))))
-        subset += [its[i] for i in rng.permutation(len(its))[:k]]
+        subset += [{key: its[i][key] for key in ("image", "grade", "label")} for i in rng.permutation(len(its))[:k]]
     synth = []
     for _, folder in _grade_folders(synthetic):  # the real entries' keys only, so that batches collate
         synth += [{k: it[k] for k in ("image", "grade", "label")}
