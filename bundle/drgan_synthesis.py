@@ -23,12 +23,26 @@ import torch
 from monai.inferers import Inferer
 
 from .data.fundus_phantom import FIELD_MM, LESIONS, _Canvas, _downsample, _draw_lesions, _lesion_counts
-from .io import check_num_samples, save_json, save_png
+from .io import check_num_samples, check_seed, save_json, save_png
 from .networks.drgan import MASK_CHANNELS, NUM_GRADES
 from .preview import image_grid
-from .transforms.drgan import check_mask_map, find_mask_maps, phantom_masks  # noqa: F401 (phantom_masks: API)
+from .transforms.drgan import check_mask_map, find_mask_maps
 
 REGIONS = ("macula", "periphery", "superior", "inferior")
+
+
+def load_drgan(models_dir: str | os.PathLike | None = None, bundle_root: str | os.PathLike | None = None):
+    """(generator, grader) with their weights, as ``configs/inference_drgan.json`` defines them
+    (``models_dir`` overrides where the weights are; ``bundle_root`` defaults to this bundle)."""
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle_root) if bundle_root else Path(__file__).resolve().parents[1]
+    p = ConfigParser()
+    p.read_config(str(root / "configs" / "inference_drgan.json"))
+    p["bundle_root"] = str(root)
+    if models_dir:
+        p["models_dir"] = str(models_dir)
+    return p.get_parsed_content("network"), p.get_parsed_content("grader")
 
 
 def check_grade(grade) -> int | None:
@@ -110,8 +124,7 @@ def drgan_requests(num_samples: int | None, seed: int = 0, grade: int | None = N
     map of ``mask_dir`` (used in turn), else 16. With ``skip_done`` (the output folder), requests
     whose image is already there are left out (images are written last and atomically)."""
     grade = check_grade(grade)
-    if isinstance(seed, bool) or int(seed) != seed:
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     maps = find_mask_maps(mask_dir, mask_split) if mask_dir is not None else None
     n = check_num_samples(num_samples if num_samples is not None else (len(maps) if maps else 16))
     out = []

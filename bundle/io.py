@@ -127,6 +127,13 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
     return out
 
 
+def check_seed(seed) -> int:
+    """``seed`` as an int; booleans and non-integers raise ValueError."""
+    if isinstance(seed, bool) or int(seed) != seed:
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return int(seed)
+
+
 def check_num_samples(num_samples) -> int:
     """A positive integer number of samples (the CLI may pass it as a string)."""
     try:

@@ -28,6 +28,7 @@ from bundle.drgan_synthesis import (  # noqa: E402
     check_grade,
     edit_lesions,
     grade_progression,
+    load_drgan,
     mask_overlay,
     parse_counts,
     resynthesize,
@@ -36,17 +37,6 @@ from bundle.io import check_output_dir, save_png  # noqa: E402
 from bundle.preview import image_grid  # noqa: E402
 from bundle.transforms.drgan import read_mask_map  # noqa: E402
 from bundle.transforms.synthesis import to_uint8  # noqa: E402
-
-
-def _networks(models_dir=None):
-    from monai.bundle import ConfigParser
-
-    p = ConfigParser()
-    p.read_config(str(ROOT / "configs" / "inference_drgan.json"))
-    p["bundle_root"] = str(ROOT)
-    if models_dir:
-        p["models_dir"] = str(models_dir)
-    return p.get_parsed_content("network"), p.get_parsed_content("grader")
 
 
 def _masks(masks, phantom_seed, size, grade=None):
@@ -69,7 +59,7 @@ def edit(output, masks=None, phantom_seed=None, add=None, remove=None, region=No
     """Edit one mask map (add / remove lesion types, optionally inside a region) and draw it before and
     after with the same seed and grading code; ``grade`` None uses the generator's grade head on each."""
     out = check_output_dir(output)
-    net, grader = _networks(models_dir)
+    net, grader = load_drgan(models_dir)
     before = _masks(masks, phantom_seed, size)
     removed = [r.strip() for r in str(remove).split(",")] if remove else []
     after = edit_lesions(before, parse_counts(add), removed, region=region, seed=lesion_seed)
@@ -89,7 +79,7 @@ def progression(output, masks=None, phantom_seed=None, grades="0,1,2,3,4", seed=
                 models_dir=None):
     """The same eye at every grade of ``grades`` (lesions redrawn per grade, same noise and code position)."""
     out = check_output_dir(output)
-    net, grader = _networks(models_dir)
+    net, grader = load_drgan(models_dir)
     base = _masks(masks, phantom_seed, size)
     gs = [int(g) for g in str(grades).split(",")]
     maps, imgs = grade_progression(net, grader, base, gs, seed=seed, lesion_seed=lesion_seed)

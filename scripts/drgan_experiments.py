@@ -26,11 +26,13 @@ sys.path.insert(0, str(ROOT))
 from bundle.drgan_evaluation import (  # noqa: E402
     SEGMENTED,
     grading_scores,
+    load_pairs,
     load_set,
     mask_dice,
     predict_grades,
     quality_by_grade,
 )
+from bundle.drgan_synthesis import load_drgan  # noqa: E402
 from bundle.evaluation import list_images, load_images  # noqa: E402
 from bundle.io import save_json, save_png  # noqa: E402
 from bundle.networks.drgan import NUM_GRADES  # noqa: E402
@@ -56,12 +58,6 @@ def _parser(files, bundle_root, **over):
     for k, v in over.items():
         p[k] = v
     return p
-
-
-def _networks(bundle_root=ROOT, models_dir=None):
-    over = {"models_dir": str(models_dir)} if models_dir else {}
-    p = _parser(["inference_drgan.json"], bundle_root, **over)
-    return p.get_parsed_content("network"), p.get_parsed_content("grader")
 
 
 def _write(result, output_file):
@@ -105,7 +101,7 @@ def confusion(samples, real=str(ROOT / "data" / "fundus256" / "datalist.json"), 
     the real test split of REAL as the reference."""
     from bundle.networks import FundusFeatureNet, load_weights
 
-    _, grader = _networks(models_dir=models_dir)
+    _, grader = load_drgan(models_dir)
     feat = load_weights(FundusFeatureNet(), ROOT / "models" / "fundus" / "fundus_features.pt").eval()
 
     @torch.no_grad()
@@ -146,7 +142,6 @@ def quality(samples, dcgan=None, real=str(ROOT / "data" / "fundus256" / "datalis
     comma-separated folders of DCGAN samples (one per draw), which cannot be asked for a grade, so all of
     a draw's images are compared with each grade's real images. The floor: FLOOR_PER_GRADE real training
     images per grade (the finite-sample value of a perfect model)."""
-    from bundle.drgan_evaluation import load_pairs
     from bundle.networks import FundusFeatureNet, load_weights
 
     feat = load_weights(FundusFeatureNet(), ROOT / "models" / "fundus" / "fundus_features.pt").eval()
@@ -323,7 +318,7 @@ def ablation(variants=",".join(ABLATIONS), epochs=4, per_grade=40, seeds="300000
     the real test split at 128 and the grader's accuracy on the requested grades, for 2 sample seeds."""
     from bundle.networks import FundusFeatureNet, load_weights
 
-    net, grader = _networks()
+    net, grader = load_drgan()
     feat = load_weights(FundusFeatureNet(), ROOT / "models" / "fundus" / "fundus_features.pt").eval()
     real_imgs, _, real_grades = load_set(real, "test", 128)
     grades = [g for g in range(NUM_GRADES) for _ in range(int(per_grade))]
@@ -370,7 +365,7 @@ def figure(samples, out="docs/figures/drgan_grades.png", per_grade=6, real=None,
     for _, folder in _grade_folders(samples):
         rows.append(load_images(list_images(folder / "datalist.json", "training")[:per_grade], size))
     if real:
-        files, _, grades = load_pairs_files(real)
+        files, _, grades = load_pairs(real, "test")
         pick = [files[grades.index(g)] for g in range(NUM_GRADES) if g in grades][:per_grade]
         rows.append(load_images(pick, size))
     save_png(image_grid(torch.cat(rows), nrow=per_grade), out)
@@ -391,12 +386,6 @@ def pairs_figure(samples, out="docs/figures/drgan_pairs.png", n=6, size=192):
     x = torch.cat([load_images([it["image"] for it in items], size), load_images(real, size)])
     save_png(image_grid(x, nrow=int(n)), out)
     print(f"wrote {out}")
-
-
-def load_pairs_files(datalist, split="test"):
-    from bundle.drgan_evaluation import load_pairs
-
-    return load_pairs(datalist, split)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ..io import check_num_samples, check_output_ext
+from ..io import check_num_samples, check_output_ext, check_seed
 
 
 def synthesis_requests(num_samples: int, seed: int = 0, skip_done: str | os.PathLike | None = None,
@@ -17,8 +17,7 @@ def synthesis_requests(num_samples: int, seed: int = 0, skip_done: str | os.Path
     ``{prefix}_seed{s}{ext}`` is already there are left out: files are written atomically, so an
     existing file is a complete one and a rerun after an interruption does only what is missing."""
     n = check_num_samples(num_samples)
-    if isinstance(seed, bool) or int(seed) != seed:
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     requests = [{"seed": int(seed) + i} for i in range(n)]
     if skip_done:
         ext = check_output_ext(ext)

@@ -28,10 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..networks.drgan import MASK_CHANNELS, NUM_GRADES, onehot_code
+from ..networks.drgan import MASK_CHANNELS, onehot_code
 
 LESION_CHANNELS = [MASK_CHANNELS.index(c) for c in ("ma", "he", "ex", "se", "laser", "nv")]
 CODES = ("agm", "onehot")
+
+
+def _plain(t) -> torch.Tensor:
+    """A batch entry as a plain tensor (MetaTensors lose their metadata)."""
+    return torch.as_tensor(t.as_tensor() if hasattr(t, "as_tensor") else t)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -123,12 +128,9 @@ class DRGANIteration:
         return onehot_code(grades, code_size).to(grades.device)
 
     def prepare(self, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        def plain(t):
-            return torch.as_tensor(t.as_tensor() if hasattr(t, "as_tensor") else t)
-
-        img = plain(batch["image"]).to(device).float()
-        masks = plain(batch["mask"]).to(device).float()
-        grades = plain(batch["grade"]).to(device).long().flatten()
+        img = _plain(batch["image"]).to(device).float()
+        masks = _plain(batch["mask"]).to(device).float()
+        grades = _plain(batch["grade"]).to(device).long().flatten()
         if not self.use_lesions:
             masks = masks.clone()
             masks[:, LESION_CHANNELS] = 0
@@ -193,14 +195,6 @@ def grade_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 def prepare_mask_batch(batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
     """``prepare_batch`` for segmentation of fundus pairs: (image, the mask map's first 8 channels: every
     channel but the FOV)."""
-    def plain(t):
-        return t.as_tensor() if hasattr(t, "as_tensor") else t
-
-    img, masks = plain(batchdata["image"]), plain(batchdata["mask"])
+    img, masks = _plain(batchdata["image"]), _plain(batchdata["mask"])
     return (img.to(device=device, non_blocking=non_blocking),
             masks[:, : len(MASK_CHANNELS) - 1].to(device=device, non_blocking=non_blocking))
-
-
-def sample_grades(num: int, generator: torch.Generator) -> torch.Tensor:
-    """``num`` grades uniform over 0-4 (balanced grades for augmentation)."""
-    return torch.randint(0, NUM_GRADES, (num,), generator=generator)

@@ -159,8 +159,7 @@ def phantom_masks(size: int, seed: int, grade: int | None) -> tuple[np.ndarray, 
     from ..data.fundus_phantom import generate_fundus_phantom
 
     ph = generate_fundus_phantom(size, seed=seed, grade=grade)
-    arrays = {"vessels": ph.vessels, "disc": ph.disc, "fov": ph.fov, **ph.lesions}
-    masks = np.stack([arrays[c] > 0 for c in MASK_CHANNELS]).astype(np.float32)
+    masks = stack_masks({"vessels": ph.vessels, "disc": ph.disc, "fov": ph.fov, **ph.lesions}, f"phantom seed {seed}")
     return masks, ph.vessels, ph.grade
 
 
