@@ -6,4 +6,4 @@ Importing ``bundle`` loads every subpackage, so config expressions such as
 
 __version__ = "0.8.0"
 
-from . import data, engines, handlers, inferers, metrics, networks, transforms  # noqa: E402,F401
+from . import data, distributed, engines, handlers, inferers, metrics, networks, transforms  # noqa: E402,F401
