@@ -124,6 +124,28 @@ def synthesis_worker(model: str, size: tuple[int, int, int], steps: int, seed: i
             "output_shape": list(out.shape), "threads": torch.get_num_threads()}
 
 
+def workflow_worker(size: tuple[int, int, int], steps: int, output_dir: str, overlays: str = "",
+                    overrides: str = "{}") -> dict:
+    """The whole inference workflow (``configs/inference.json`` + ``overlays``, comma-separated names under
+    configs/) for one (D, H, W) volume with the shipped weights: sampling, decoding, speckle, writing
+    the file and its preview. Seconds and peak RSS of this process (the memory-vs-D table)."""
+    from monai.bundle import ConfigWorkflow
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = [os.path.join(root, "configs", f) for f in ["inference.json"] + [o for o in overlays.split(",") if o]]
+    wf = ConfigWorkflow(config_file=files, workflow_type="inference", bundle_root=root, output_dir=output_dir,
+                        image_size=list(size), ddim_steps=int(steps), num_samples=1, seed=0, skip_existing=False,
+                        **json.loads(overrides))
+    baseline = _rss_mb()
+    t0 = time.perf_counter()
+    wf.initialize()
+    wf.run()
+    seconds = time.perf_counter() - t0
+    return {"benchmark": "workflow", "size": list(size), "ddim_steps": int(steps), "overlays": overlays,
+            "overrides": json.loads(overrides), "seconds": round(seconds, 2), "peak_rss_mb": round(_rss_mb(), 1),
+            "baseline_rss_mb": round(baseline, 1), "threads": torch.get_num_threads()}
+
+
 def drgan_worker(size: int, mode: str, batch_size: int = 1, repeats: int = 2, overlay: str | None = None) -> dict:
     """DR-GAN at ``size`` x ``size`` with the shipped widths (or an overlay's), random weights: seconds per
     image of inference (``mode="infer"``, generator only) or of one training iteration (``"train"``: both
@@ -202,6 +224,8 @@ if __name__ == "__main__":
     dims = tuple(int(s) for s in size.split(","))
     if kind == "decode":
         print(json.dumps(decode_worker(dims, sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+    elif kind == "workflow":  # python -m bundle.benchmarks workflow D,H,W STEPS OUTPUT_DIR [OVERLAYS [OVERRIDES_JSON]]
+        print(json.dumps(workflow_worker(dims, int(sys.argv[3]), sys.argv[4], *sys.argv[5:7])))
     elif kind == "synthesis":
         print(json.dumps(synthesis_worker(sys.argv[3], dims, int(sys.argv[4]))))
     else:

@@ -74,6 +74,24 @@ def initialize(required: bool = False) -> int:
     return dist.get_rank()
 
 
+def stop_cleanly_on_sigterm(output_dir: str | os.PathLike) -> None:
+    """When another process of a torchrun group fails, torchrun stops the others with SIGTERM: turn it into a
+    clear message and a normal unwinding (a volume being written loses its temporary file, never leaves a
+    half-written one under its final name)."""
+    import signal
+
+    if not requested():
+        return
+
+    def _stop(signum, frame):
+        logging.getLogger("synthesis").error(
+            f"rank {rank()}: stopped, another process of this run failed (see torchrun's report above); the volumes "
+            f"already in {output_dir} are complete; run the same command again to synthesize the rest")
+        raise SystemExit(1)
+
+    signal.signal(signal.SIGTERM, _stop)
+
+
 def finalize() -> None:
     """Leave the process group (after the last collective)."""
     if dist.is_available() and dist.is_initialized():

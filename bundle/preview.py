@@ -31,6 +31,33 @@ def volume_planes(volume: np.ndarray) -> dict[str, np.ndarray]:
     return {"enface": v.mean(axis=1), "bscan": v[D // 2], "interslice": v[:, :, W // 2].T}
 
 
+def percentiles(volume: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.percentile(volume, q)`` (linear interpolation); for uint8 volumes computed from a histogram built
+    B-scan chunk by chunk, so no float copy of the whole volume is made (the same values)."""
+    v = np.asarray(volume)
+    if v.dtype != np.uint8:
+        return np.percentile(v, q)
+    flat = v.reshape(-1, v.shape[-1]) if v.ndim > 1 else v[None]
+    counts = np.zeros(256, dtype=np.int64)
+    step = max(1, (1 << 22) // max(flat.shape[1], 1))
+    for a in range(0, flat.shape[0], step):
+        counts += np.bincount(flat[a : a + step].ravel(), minlength=256)
+    cum, n = np.cumsum(counts), int(counts.sum())
+
+    def order_stat(k: int) -> float:  # the k-th smallest value (0-based)
+        return float(np.searchsorted(cum, k, side="right"))
+
+    out = []
+    for qq in np.atleast_1d(q):
+        pos = float(qq) / 100 * (n - 1)
+        lo = int(np.floor(pos))
+        t = pos - lo
+        a, b = order_stat(lo), order_stat(min(lo + 1, n - 1))
+        # numpy's _lerp: a + (b - a) * t, and b - (b - a) * (1 - t) where t >= 0.5
+        out.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
+    return np.asarray(out)
+
+
 def volume_preview(volume: np.ndarray, height: int = 256, titles: bool = True, gap: int = 4) -> np.ndarray:
     """One uint8 image with the three planes side by side, each resized to ``height`` rows.
 
@@ -40,7 +67,7 @@ def volume_preview(volume: np.ndarray, height: int = 256, titles: bool = True, g
     from PIL import Image, ImageDraw
 
     planes = volume_planes(volume)
-    lo, hi = np.percentile(np.asarray(volume), [0.5, 99.5])
+    lo, hi = percentiles(volume, [0.5, 99.5])
     tiles = []
     for name, plane in planes.items():
         if name == "enface":

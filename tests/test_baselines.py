@@ -36,11 +36,11 @@ def test_baseline_stage_lists_shapes_seeds_and_errors():
     assert [type(s).__name__ for s in inf.stages] == ["GlobalLatentSampler", "DecodeSlices"]
     assert inf.output_size == (16, 32, 32) and p.get_parsed_content("latent_shape") == [4, 16, 4, 4]
     a, b, c = (inf.sample(net, seed=s) for s in (3, 3, 4))
-    assert a.shape == (1, 16, 32, 32) and torch.equal(a, b) and (a - c).abs().mean() > 1e-3
-    assert a.min() >= -1 and a.max() <= 1
+    assert a.shape == (1, 16, 32, 32) and torch.equal(a, b) and (a.float() - c.float()).abs().mean() > 0.1
+    assert a.dtype == torch.uint8  # quantised as decoded
     # the latent is divided by the diffusion model's stored scale factor before decoding
     net.diffusion.scale_factor.fill_(0.4)
-    assert (inf.sample(net, seed=3) - a).abs().mean() > 1e-3
+    assert (inf.sample(net, seed=3).float() - a.float()).abs().mean() > 0.1
     p, net = _baseline("medical_diffusion", **{"autoencoderkl3d_def": AE3D_TINY})
     inf = p.get_parsed_content("inferer")
     assert [type(s).__name__ for s in inf.stages] == ["GlobalLatentSampler", "DecodeVolume"]
@@ -74,7 +74,9 @@ prefix in the name."""
         assert img.shape == (16, 32, 32) and img.get_data_dtype() == np.uint8
         expected = p.get_parsed_content("inferer").sample(net, seed=8)
         got = np.asarray(nib.load(tmp_path / name / f"{name}_seed8.nii.gz").dataobj)
-        np.testing.assert_array_equal(got, np.round((expected[0].numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))
+        if expected.dtype != torch.uint8:  # Medical Diffusion decodes in one piece: quantised by the writer
+            expected = torch.from_numpy(np.round((expected.numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))
+        np.testing.assert_array_equal(got, expected[0].numpy())
     with pytest.raises(Exception) as info:
         wf = ConfigWorkflow(config_file=[str(ROOT / "configs" / c) for c in ("inference.json", BASELINE["ldm3d"])],
                             workflow_type="inference", **{**TINY, "models_dir": str(tmp_path / "none")})
@@ -139,5 +141,6 @@ def test_correlated_refiner_noise_reduces_slice_to_slice_change():
         inf = parser(noise_correlation=sigma, slice_batch=5).get_parsed_content("inferer")  # several batches per volume
         vol = inf.sample(net, seed=4)
         assert torch.equal(vol, inf.sample(net, seed=4))
+        vol = vol.float()
         step[sigma] = (vol[0, 1:] - vol[0, :-1]).abs().mean().item()
     assert step[3.0] < 0.7 * step[0.0], step

@@ -138,7 +138,7 @@ def test_pairs_in_decathlon_layout_follow_their_labels(conditional, tmp_path):
     ref = torch.zeros(1, 1, 16, 32, 32)
     vols = [inferer(ref, net, seeds=[0], labels={k: torch.as_tensor(np.asarray(nib.load(it[k]).dataobj))[None, None]
                                                  for k in ("label", "artery", "vein")}) for it in items[:2]]
-    assert (vols[0] - vols[1]).abs().mean() > 1e-3
+    assert (vols[0].float() - vols[1].float()).abs().mean() > 0.1  # uint8 levels
     with pytest.raises(ValueError, match="needs"):
         inferer(ref, net, seeds=[0])
 

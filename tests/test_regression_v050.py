@@ -1,4 +1,5 @@
-"""Sampling did not change in the 0.6.0 restructuring: the shipped weights give version 0.5.0's volumes.
+"""The 0.5.0 sampler stays reachable: configs/sampler_ddim200.json with the shipped weights gives version 0.5.0's
+volumes (the restructurings since 0.6.0 and the faster default sampler of 0.9.0 left it unchanged).
 
 The references were written by version 0.5.0 (commit 0b6ec0c) with one thread:
     python -m monai.bundle run --config_file configs/inference.json --num_samples 1 --seed 7
@@ -29,7 +30,8 @@ CASES = {  # reference -> (overlays, overrides, file written)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_shipped_weights_reproduce_version_050(case, tmp_path):
     overlays, over, name = CASES[case]
-    wf = ConfigWorkflow(config_file=[str(ROOT / "configs" / c) for c in ("inference.json", *overlays)],
+    configs = ("inference.json", *overlays, "sampler_ddim200.json")
+    wf = ConfigWorkflow(config_file=[str(ROOT / "configs" / c) for c in configs],
                         workflow_type="inference", bundle_root=str(ROOT), device="$torch.device('cpu')",
                         output_dir=str(tmp_path), num_samples=1, seed=7, **over)
     wf.initialize()

@@ -99,3 +99,51 @@ def test_torchrun_shards_label_guided_pairs_into_one_decathlon_folder(conditiona
     assert sorted(outs["sharded"]) == sorted(outs["single"]) and len(outs["single"]) == 3
     for k in outs["single"]:
         np.testing.assert_array_equal(outs["sharded"][k], outs["single"][k])
+
+
+def _rank_pid(rank):
+    """pid of the torchrun worker with RANK=rank (read from /proc), or None."""
+    import glob
+
+    for env in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            data = open(env, "rb").read().split(b"\0")
+            cmd = open(env.replace("environ", "cmdline"), "rb").read()
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in data and b"monai.bundle" in cmd and b"torch.distributed.run" not in cmd:
+            return int(env.split("/")[2])
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker through /proc")
+def test_a_rank_that_dies_stops_the_others_clearly_and_a_rerun_completes(models, tmp_path):  # noqa: F811
+    import signal
+    import time
+
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(TINY))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    out = tmp_path / "out"
+    cmd = _cmd(torchrun, "multi_gpu_inference.json", out, models, tiny, num_samples=40, seed=0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(out.glob("synthetic_oct_seed*.nii.gz"))) < 2:
+        time.sleep(0.05)
+    pid = _rank_pid(1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # rank 1 dies mid-run
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "rank 0: stopped, another process of this run failed" in log and "run the same command again" in log
+    done = sorted(out.glob("synthetic_oct_seed*.nii.gz"))
+    assert 2 <= len(done) < 40
+    for p in done:  # every file under its final name is complete
+        assert np.asarray(nib.load(p).dataobj).shape == (16, 32, 32)
+    assert not [p for p in out.iterdir() if not p.name.startswith(".") and ".tmp" in p.name]
+    stamp = {p.name: p.stat().st_mtime_ns for p in done}
+    r = _run(_cmd(torchrun, "multi_gpu_inference.json", out, models, tiny, num_samples=40, seed=0), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list(out.glob("synthetic_oct_seed*.nii.gz"))) == 40
+    assert all(p.stat().st_mtime_ns == stamp[p.name] for p in done), "finished volumes are skipped, not rewritten"

@@ -42,8 +42,9 @@ class CascadedLatentDiffusionInferer(Inferer):
     ``inferer(inputs, network, seeds=None)``: ``inputs`` (B, C, D, H, W) is the request's reference
     image (its spatial size must be the size the stages produce; its affine / meta data is copied to
     the output), ``network`` the composed model the stages take their parts from, ``seeds`` one seed
-    per batch item (default: ``seed``, seed + 1, ...). Returns (B, 1, D, H, W) float in [-1, 1], a
-    ``MetaTensor`` carrying the reference's meta data.
+    per batch item (default: ``seed``, seed + 1, ...). Returns (B, 1, D, H, W), a ``MetaTensor`` carrying the
+    reference's meta data: float in [-1, 1], or uint8 0..255 when the last stage quantises (``configs/inference.json``
+    decodes with ``bundle.inferers.Quantize``: the volume exactly as written).
 
     Label-guided synthesis: with a ``conditioner`` (``LabelConditioner``), ``labels`` is a dict of batched
     label tensors ({"label": (B, 1, D, H, W), "artery" / "vein": (B, 1, D, W)}) that the conditioner turns

@@ -78,7 +78,10 @@ class SlidingSliceDecoder(Inferer):
         return rng
 
     @torch.no_grad()
-    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, post: Any = None, **kwargs: Any) -> torch.Tensor:
+        """``post``: optional callable applied to every decoded chunk (C, n, H, W), in order along D, before
+        it is stored; the output takes the dtype it returns (e.g. speckle and uint8 quantisation per chunk,
+        so that no float copy of the whole volume is ever held)."""
         z = self._check(inputs, network)
         device = next(network.parameters()).device
         z = z.to(device)
@@ -86,11 +89,11 @@ class SlidingSliceDecoder(Inferer):
         out = None
         for a in self._chunks(D):
             b = min(a + self.chunk_size, D)
-            piece = self._decode_chunk(z, a, b, network)  # (1, C, b - a, H, W)
+            piece = self._decode_chunk(z, a, b, network)[0]  # (C, b - a, H, W)
+            piece = piece.to(self.output_device, self.output_dtype) if post is None else post(piece)
             if out is None:
-                out = torch.empty((piece.shape[1], D, *piece.shape[3:]), dtype=self.output_dtype,
-                                  device=self.output_device)
-            out[:, a:b] = piece[0].to(self.output_device, self.output_dtype)
+                out = torch.empty((piece.shape[0], D, *piece.shape[2:]), dtype=piece.dtype, device=piece.device)
+            out[:, a:b] = piece
         return out
 
     def _decode_chunk(self, z: torch.Tensor, a: int, b: int, net: MultiSliceDecoder) -> torch.Tensor:

@@ -145,16 +145,28 @@ class SliceRefiner:
 
 class DecodeSlices:
     """Dec_M (or plain Dec2D with ``decoder.mode == "slice2d"``) over a latent stack (c, D, h, w) ->
-    volume (1, D, H, W) in [-1, 1], streamed chunk by chunk by the ``SlidingSliceDecoder``."""
+    volume (1, D, H, W) in [-1, 1], streamed chunk by chunk by the ``SlidingSliceDecoder``.
 
-    def __init__(self, decoder: SlidingSliceDecoder, part: str = "nhae"):
-        self.decoder, self.part = decoder, part
+    ``chunk_steps`` (e.g. ``DrawSpeckle``, ``Quantize``) run on every decoded chunk of B-scans in order, so
+    the whole volume is only ever held in their output form (uint8 after ``Quantize``: one byte per voxel,
+    the peak memory of an inference then barely grows with D)."""
+
+    def __init__(self, decoder: SlidingSliceDecoder, part: str = "nhae", chunk_steps: Sequence = ()):
+        self.decoder, self.part, self.chunk_steps = decoder, part, list(chunk_steps or [])
 
     def output_size(self, size) -> tuple[int, int, int]:
         return (size[0], size[1] * 8, size[2] * 8)
 
     def __call__(self, z: torch.Tensor, network: torch.nn.Module, ctx: SamplingContext) -> torch.Tensor:
-        return self.decoder(z.float(), _part(network, self.part).dec_m).clamp(-1, 1)
+        steps = [s.for_volume(network, ctx) for s in self.chunk_steps]
+
+        def post(piece: torch.Tensor) -> torch.Tensor:
+            piece = piece.float().cpu().clamp(-1, 1)
+            for step in steps:
+                piece = step(piece)
+            return piece
+
+        return self.decoder(z.float(), _part(network, self.part).dec_m, post=post)
 
 
 class DecodeVolume:
@@ -186,9 +198,25 @@ class DrawSpeckle:
         return tuple(size)
 
     def __call__(self, volume: torch.Tensor, network: torch.nn.Module, ctx: SamplingContext) -> torch.Tensor:
+        return self.for_volume(network, ctx)(volume)
+
+    def for_volume(self, network: torch.nn.Module, ctx: SamplingContext):
+        """The speckle of one volume as a chunk step (``DecodeSlices(chunk_steps=...)``): called on its chunks of
+        B-scans in order it draws what one call on the whole volume draws (when chunks hold whole multiples
+        of ``chunk_size`` B-scans)."""
         speckle = _part(network, self.part)  # an unfitted model refuses to draw, naming the fix
         gen = torch.Generator(device="cpu").manual_seed(int(ctx.seed) + SPECKLE_STREAM_OFFSET)
-        return speckle.to(volume.device)(volume.contiguous(), gen, chunk=self.chunk_size, inplace=True)
+        return lambda x: speckle.to(x.device)(x.contiguous(), gen, chunk=self.chunk_size, inplace=True)
+
+
+class Quantize:
+    """Chunk step of ``DecodeSlices``: [-1, 1] float -> uint8 0..255, exactly as the writer quantises
+    (``bundle.transforms.to_uint8``), so the decoded volume is held as one byte per voxel."""
+
+    def for_volume(self, network: torch.nn.Module, ctx: SamplingContext):
+        from ..transforms.synthesis import to_uint8
+
+        return lambda x: torch.from_numpy(to_uint8(x))
 
 
 def output_size(stages: Sequence) -> tuple[int, int, int]:

@@ -22,7 +22,10 @@ from ..preview import volume_preview
 
 
 def to_uint8(volume: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float -> uint8 0..255 (MONAI ``ScaleIntensityRange``, clipped, rounded half to even)."""
+    """[-1, 1] float -> uint8 0..255 (MONAI ``ScaleIntensityRange``, clipped, rounded half to even); uint8
+    (already quantised, e.g. by ``bundle.inferers.Quantize``) passes unchanged."""
+    if volume.dtype in (torch.uint8, np.uint8):
+        return np.asarray(volume.cpu() if torch.is_tensor(volume) else volume)
     scaled = ScaleIntensityRange(a_min=-1.0, a_max=1.0, b_min=0.0, b_max=255.0, clip=True)(volume.float().cpu())
     return np.asarray(torch.round(torch.as_tensor(scaled)).numpy(), dtype=np.uint8)
 
