@@ -31,3 +31,16 @@ def test_enface_grid_shows_a_pit_as_a_dark_centre(tmp_path):
         make_figure.enface(f"{tmp_path / 'a'};{tmp_path / 'a'}", "one", str(out))
     with pytest.raises(SystemExit, match="holds no .nii.gz volumes"):
         make_figure.enface(str(tmp_path / "empty"), "none", str(out))
+
+
+def test_uint8_percentiles_from_the_histogram_equal_numpy():
+    from bundle.preview import percentiles
+
+    rng = np.random.default_rng(0)
+    for shape in [(7, 5, 3), (40, 33, 17), (1, 1, 1)]:
+        for k in range(6):
+            v = (rng.integers(0, 256, size=shape) if k % 2 else rng.binomial(255, 0.3, size=shape)).astype(np.uint8)
+            q = [0.5, 99.5, 50, 0, 100, float(rng.uniform(0, 100))]
+            assert np.array_equal(percentiles(v, q), np.percentile(v, q)), (shape, k)
+    f = rng.normal(size=(4, 5, 6))
+    assert np.array_equal(percentiles(f, [1, 99]), np.percentile(f, [1, 99]))
