@@ -144,3 +144,25 @@ def check_num_samples(num_samples) -> int:
     if n is None or n < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     return n
+
+
+def return_freed_memory(threshold_mb: float = 1.0) -> bool:
+    """Serve every allocation above ``threshold_mb`` with its own memory map (glibc ``mallopt``), so that a
+    large tensor's memory goes back to the system when it is freed. glibc otherwise raises that threshold as
+    large blocks are freed and keeps them in a heap that fragments: the peak memory of one CA-LDM inference
+    then grows with the number of B-scans (1.18 GB at D = 64 to 1.40 GB at D = 256, 256 x 256 B-scans) although
+    no stage holds more than a chunk; with it, 0.96 and 0.98 GB, but every large allocation costs a fresh map
+    (a 128^3 volume takes 2.3x as long), hence ``--low_memory true`` only (docs/benchmarks/scaling.md).
+    Returns False (and does nothing) where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold = -3
+        return bool(libc.mallopt(m_mmap_threshold, int(float(threshold_mb) * (1 << 20))))
+    except (OSError, AttributeError):
+        return False

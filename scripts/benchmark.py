@@ -157,19 +157,21 @@ def drgan(sizes="256,640", modes="infer,train", batch_size=1, overlay=None, memo
         print(f"| {r['size']} | {r['mode']} | {cell} |")
 
 
-def depth(depths="64,128,256,512", height=256, width=256, steps=2, overlays="", memory_limit_gb=20.0, timeout=3600,
-          out_jsonl="docs/benchmarks/memory_depth.jsonl"):
+def depth(depths="64,128,256,512", height=256, width=256, steps=2, overlays="", low_memory=False, memory_limit_gb=20.0,
+          timeout=3600, out_jsonl="docs/benchmarks/memory_depth.jsonl"):
     """Peak RSS and time of the whole inference workflow (sampling, decoding, speckle, writing the file and its
     preview) for (D, HEIGHT, WIDTH) volumes, one fresh process per D, the shipped weights, STEPS DDIM steps per
-    stage: how the memory of one inference grows with the number of B-scans. Appends JSON lines to OUT_JSONL."""
+    stage (LOW_MEMORY: the workflow's --low_memory true): how the memory of one inference grows with the number
+    of B-scans. Appends JSON lines to OUT_JSONL."""
     import tempfile
 
     rows = []
     for d in _list(depths, int):
         with tempfile.TemporaryDirectory() as out:
-            args = ["workflow", f"{d},{int(height)},{int(width)}", str(int(steps)), out, str(overlays)]
+            args = ["workflow", f"{d},{int(height)},{int(width)}", str(int(steps)), out, str(overlays),
+                    jsonlib.dumps({"low_memory": bool(low_memory)})]
             r = run_in_fresh_process(args, memory_limit_gb, timeout)
-        r.update(size=[d, int(height), int(width)], ddim_steps=int(steps))
+        r.update(size=[d, int(height), int(width)], ddim_steps=int(steps), low_memory=bool(low_memory))
         rows.append(r)
         if out_jsonl:
             with open(out_jsonl, "a") as f:
